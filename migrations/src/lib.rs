@@ -1,0 +1,43 @@
+//! Ferrite's database schema, as a sequence of sea-orm-migration steps.
+//!
+//! This crate is the only place the schema changes. Each migration creates or
+//! alters one thing, is named `mYYYYMMDD_NNNNNN_<what>`, and has a `down`.
+//! The same migrations run on SQLite and PostgreSQL: only sea-query's portable
+//! column types are used, so no dialect leaks in.
+//!
+//! # Layout
+//! - [`Migrator`] lists the migrations in order; `ferrite serve` runs pending
+//!   ones at start, `ferrite migrate` runs them alone.
+//! - one module per table, created in dependency order: users, refresh
+//!   tokens, API keys, devices, events, commands.
+
+pub use sea_orm_migration::prelude::*;
+
+/// `users`: people who log in.
+mod m20261122_000001_create_users;
+/// `refresh_tokens`: hashed, rotating refresh tokens of login sessions.
+mod m20261122_000002_create_refresh_tokens;
+/// `api_keys`: hashed secrets for programs and gateways.
+mod m20261122_000003_create_api_keys;
+/// `devices`: things that gateways register, unique per owner and external id.
+mod m20261122_000004_create_devices;
+/// `events`: what devices report; the integer id is the cursor.
+mod m20261122_000005_create_events;
+/// `commands`: requests sent to devices and their results.
+mod m20261122_000006_create_commands;
+
+/// Every migration of the schema, oldest first.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_create_users::Migration),
+            Box::new(m20261122_000002_create_refresh_tokens::Migration),
+            Box::new(m20261122_000003_create_api_keys::Migration),
+            Box::new(m20261122_000004_create_devices::Migration),
+            Box::new(m20261122_000005_create_events::Migration),
+            Box::new(m20261122_000006_create_commands::Migration),
+        ]
+    }
+}

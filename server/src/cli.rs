@@ -1,0 +1,393 @@
+//! The `ferrite` command line: `serve`, `migrate`, `schema`, `user …`,
+//! `apikey …`.
+//!
+//! Every verb loads the same configuration as the server (file, `FERRITE_*`,
+//! flags), so `ferrite user add` works on the database `ferrite serve` uses.
+//! Verbs other than `serve` work on the database directly; the server need
+//! not be running.
+
+use std::{
+    io::{BufRead, IsTerminal},
+    net::SocketAddr,
+    path::PathBuf,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use uuid::Uuid;
+
+use crate::{
+    Server, auth,
+    config::{Config, Overrides},
+    graphql, open_store,
+    store::{
+        Scope, StoreError,
+        entity::{Permission, Role},
+    },
+};
+
+/// Ferrite: a self-hosted IoT platform with one GraphQL endpoint.
+///
+/// Configuration is read from --config FILE, else ./ferrite.toml, else
+/// $XDG_CONFIG_HOME/ferrite/ferrite.toml, else /etc/ferrite/ferrite.toml;
+/// FERRITE_* environment variables override the file and flags override both.
+#[derive(Debug, Parser)]
+#[command(name = "ferrite", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML). It must exist when given.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory: the SQLite database and the generated JWT secret [default: ./ferrite-data]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://USER:PASS@HOST/DB [default: SQLite in the data directory]
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Log filter, e.g. `info` or `ferrite_server=debug` [default: info]
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: GraphQL (and GraphiQL) on /graphql, health on /healthz and /readyz.
+    ///
+    /// Applies pending migrations first. On an empty database it creates the
+    /// user `admin` with FERRITE_ADMIN_PASSWORD, or a random password that is
+    /// printed once.
+    Serve {
+        /// Address to listen on [default: 0.0.0.0:8080]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL) and exit.
+    Schema,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage API keys (the secret is printed once, at creation).
+    Apikey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. Prints a random password unless --password-stdin is given.
+    Add {
+        username: String,
+        #[arg(long, value_enum, default_value_t = RoleArg::Member)]
+        role: RoleArg,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+    /// Set a user's password (ends its login sessions). Prints a random one
+    /// unless --password-stdin is given.
+    Passwd {
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key for a user and print its secret (shown only this once).
+    Create {
+        /// The user the key acts for.
+        #[arg(long)]
+        user: String,
+        /// A name to recognise the key by, e.g. the gateway's.
+        #[arg(long)]
+        name: String,
+        /// read: queries and subscriptions; write: also data mutations; admin: everything.
+        #[arg(long, value_enum, default_value_t = PermissionArg::Write)]
+        permission: PermissionArg,
+    },
+    /// List API keys (never their secrets).
+    List {
+        /// Only this user's keys.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke an API key by id; it stops working at once.
+    Revoke { id: Uuid },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Admin,
+    Member,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Member => Role::Member,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PermissionArg {
+    Read,
+    Write,
+    Admin,
+}
+
+impl From<PermissionArg> for Permission {
+    fn from(permission: PermissionArg) -> Self {
+        match permission {
+            PermissionArg::Read => Permission::Read,
+            PermissionArg::Write => Permission::Write,
+            PermissionArg::Admin => Permission::Admin,
+        }
+    }
+}
+
+impl Cli {
+    /// The configuration this invocation runs with.
+    pub fn load_config(&self) -> anyhow::Result<Config> {
+        let listen = match &self.command {
+            Command::Serve { listen } => *listen,
+            _ => None,
+        };
+        let overrides = Overrides {
+            listen,
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            log: self.log.clone(),
+        };
+        let (config, _file) = Config::load(self.config.as_deref(), &overrides)?;
+        Ok(config)
+    }
+}
+
+/// Runs a parsed command line with its loaded configuration.
+pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { .. } => serve(config).await,
+        Command::Migrate => {
+            open_store(&config).await?;
+            println!("database is up to date");
+            Ok(())
+        }
+        Command::Schema => {
+            print!("{}", graphql::sdl());
+            Ok(())
+        }
+        Command::User { command } => user(command, &config).await,
+        Command::Apikey { command } => apikey(command, &config).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::start(config).await?;
+    if let Some(password) = server.generated_admin_password() {
+        // Printed, not logged: logs are kept and shipped; this is shown once.
+        println!();
+        println!("  Created the first administrator. Keep this password; it is not shown again:");
+        println!("    username: {}", crate::FIRST_ADMIN);
+        println!("    password: {password}");
+        println!();
+    }
+    server.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        // Either signal starts a graceful shutdown; both are cancel-safe.
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// A password from stdin, or a random one that is printed.
+fn password_from(stdin: bool) -> anyhow::Result<(String, bool)> {
+    if !stdin {
+        return Ok((auth::token::random_token(18), true));
+    }
+    if std::io::stdin().is_terminal() {
+        eprintln!("password (then Enter):");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    auth::validate_new_password(&password).map_err(anyhow::Error::msg)?;
+    Ok((password, false))
+}
+
+async fn user(command: UserCommand, config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let hasher = auth::PasswordHasher::new(1);
+    match command {
+        UserCommand::Add {
+            username,
+            role,
+            password_stdin,
+        } => {
+            graphql::validate_username(&username).map_err(anyhow::Error::msg)?;
+            let (password, generated) = password_from(password_stdin)?;
+            let hash = hasher.hash(password.clone()).await?;
+            let user = match store.create_user(&username, hash, role.into()).await {
+                Err(StoreError::Conflict(msg)) => bail!("{msg}"),
+                other => other?,
+            };
+            println!(
+                "created user {} ({:?}, id {})",
+                user.username, user.role, user.id
+            );
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        UserCommand::List => {
+            println!("{:<36}  {:<8}  {:<24}  USERNAME", "ID", "ROLE", "CREATED");
+            for user in store.list_users().await? {
+                println!(
+                    "{:<36}  {:<8}  {:<24}  {}",
+                    user.id,
+                    format!("{:?}", user.role).to_uppercase(),
+                    user.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    user.username
+                );
+            }
+        }
+        UserCommand::Passwd {
+            username,
+            password_stdin,
+        } => {
+            let user = match store.user_by_username(&username).await {
+                Err(StoreError::NotFound) => bail!("no user named {username}"),
+                other => other?,
+            };
+            let (password, generated) = password_from(password_stdin)?;
+            let hash = hasher.hash(password.clone()).await?;
+            store.set_password(user.id, hash).await?;
+            println!("password of {username} changed; its sessions are ended");
+            if generated {
+                println!("password: {password}");
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn apikey(command: ApiKeyCommand, config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let find_user = |username: String| {
+        let store = store.clone();
+        async move {
+            match store.user_by_username(&username).await {
+                Err(StoreError::NotFound) => bail!("no user named {username}"),
+                other => Ok(other?),
+            }
+        }
+    };
+    match command {
+        ApiKeyCommand::Create {
+            user,
+            name,
+            permission,
+        } => {
+            let owner = find_user(user).await?;
+            let permission = Permission::from(permission);
+            if permission > auth::permission_cap(owner.role) {
+                bail!(
+                    "{} is a {:?}; its keys may be at most {:?}",
+                    owner.username,
+                    owner.role,
+                    auth::permission_cap(owner.role)
+                );
+            }
+            if name.is_empty() || name.chars().count() > 100 {
+                bail!("the key name must be 1 to 100 characters long");
+            }
+            let secret = auth::token::new_api_key_secret();
+            let key = store
+                .create_api_key(
+                    owner.id,
+                    &name,
+                    permission,
+                    secret.shown_prefix,
+                    secret.hash,
+                )
+                .await?;
+            println!(
+                "created API key {} ({:?}) for {}",
+                key.id, key.permission, owner.username
+            );
+            println!("secret (shown only now): {}", secret.secret);
+        }
+        ApiKeyCommand::List { user } => {
+            let scope = match user {
+                Some(username) => Scope::Owner(find_user(username).await?.id),
+                None => Scope::All,
+            };
+            println!(
+                "{:<36}  {:<14}  {:<6}  {:<8}  NAME",
+                "ID", "PREFIX", "PERM", "STATE"
+            );
+            for key in store.list_api_keys(scope).await? {
+                println!(
+                    "{:<36}  {:<14}  {:<6}  {:<8}  {}",
+                    key.id,
+                    key.prefix,
+                    format!("{:?}", key.permission).to_uppercase(),
+                    if key.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    },
+                    key.name
+                );
+            }
+        }
+        ApiKeyCommand::Revoke { id } => match store.revoke_api_key(id, Scope::All).await {
+            Ok(key) => println!("revoked API key {} ({})", key.id, key.name),
+            Err(StoreError::NotFound) => bail!("no API key with id {id}"),
+            Err(err) => return Err(err.into()),
+        },
+    }
+    store.close().await;
+    Ok(())
+}

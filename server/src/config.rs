@@ -1,0 +1,371 @@
+//! Configuration: one typed [`Config`], loaded once and validated before
+//! anything starts.
+//!
+//! Sources, weakest first: built-in defaults, a TOML file, `FERRITE_*`
+//! environment variables, command-line flags. The file is `--config FILE`
+//! if given (it must exist), else the first of `./ferrite.toml`,
+//! `$XDG_CONFIG_HOME/ferrite/ferrite.toml` (or `~/.config/…`),
+//! `/etc/ferrite/ferrite.toml` that exists, else none.
+//!
+//! Nested keys are reached from the environment with a double underscore:
+//! `FERRITE_LIMITS__PAYLOAD_BYTES=131072` sets `[limits] payload_bytes`.
+//! Unknown keys in the file are errors, so a typo does not pass silently.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// A value that must not be printed: `Debug` shows `"***"`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// Everything `ferrite` can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Where the SQLite database and the generated JWT secret live.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: `ferrite.db` in `data_dir`.
+    pub database_url: Option<Secret>,
+    /// HS256 signing secret for access tokens (at least 32 bytes). Default:
+    /// generated on first start into `<data_dir>/jwt-secret`. Several nodes
+    /// sharing one PostgreSQL must be given the same value.
+    pub jwt_secret: Option<Secret>,
+    /// Password of the `admin` user created on the first start. Default: a
+    /// random one, printed once.
+    pub admin_password: Option<Secret>,
+    /// Log filter (`tracing` syntax): `info`, `ferrite_server=debug,info`, …
+    pub log: String,
+    /// Lifetime of an access token (JWT).
+    pub access_token_ttl_seconds: u64,
+    /// Lifetime of a refresh token.
+    pub refresh_token_ttl_seconds: u64,
+    /// SQLite/PostgreSQL pool size.
+    pub database_max_connections: u32,
+    pub limits: Limits,
+    pub commands: CommandSettings,
+}
+
+/// Bounds on what clients can make big.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest HTTP request body.
+    pub body_bytes: usize,
+    /// Largest event or command payload, as serialised JSON.
+    pub payload_bytes: usize,
+    /// Largest device `attributes`, as serialised JSON.
+    pub attributes_bytes: usize,
+    /// Deepest query accepted.
+    pub query_depth: usize,
+    /// Most complex query accepted (fields, weighted by list sizes).
+    pub query_complexity: usize,
+    /// Largest page (`first` / `last`) of a list.
+    pub page_size: u64,
+    /// Page size when the client gives none.
+    pub default_page_size: u64,
+    /// Most events in one `publishEvents`.
+    pub batch_events: usize,
+    /// Most values in one filter list (`ids`, `services`, …).
+    pub filter_values: usize,
+    /// Failed logins allowed per client address and username within the window.
+    pub login_attempts: u32,
+    pub login_window_seconds: u64,
+    /// Password hashes computed at once (each takes ~19 MiB).
+    pub parallel_password_hashes: usize,
+}
+
+/// Command delivery settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandSettings {
+    /// Deadline of a command sent without `timeoutSeconds`.
+    pub default_timeout_seconds: u64,
+    /// Longest `timeoutSeconds` accepted.
+    pub max_timeout_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            data_dir: PathBuf::from("./ferrite-data"),
+            database_url: None,
+            jwt_secret: None,
+            admin_password: None,
+            log: "info".to_owned(),
+            access_token_ttl_seconds: 15 * 60,
+            refresh_token_ttl_seconds: 30 * 24 * 3600,
+            database_max_connections: 8,
+            limits: Limits::default(),
+            commands: CommandSettings::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 4 * 1024 * 1024,
+            payload_bytes: 64 * 1024,
+            attributes_bytes: 16 * 1024,
+            query_depth: 16,
+            query_complexity: 10_000,
+            page_size: 500,
+            default_page_size: 50,
+            batch_events: 1000,
+            filter_values: 100,
+            login_attempts: 5,
+            login_window_seconds: 300,
+            parallel_password_hashes: 2,
+        }
+    }
+}
+
+impl Default for CommandSettings {
+    fn default() -> Self {
+        Self {
+            default_timeout_seconds: 300,
+            max_timeout_seconds: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// Values given on the command line; they override everything else.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("{0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Top-level keys read from `FERRITE_*` variables; other `FERRITE_*`
+/// variables are ignored rather than rejected.
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "jwt_secret",
+    "admin_password",
+    "log",
+    "access_token_ttl_seconds",
+    "refresh_token_ttl_seconds",
+    "database_max_connections",
+    "limits",
+    "commands",
+];
+
+impl Config {
+    /// Loads the configuration from file, environment and flags, and
+    /// validates it. Returns it with the file it came from, if any.
+    pub fn load(
+        explicit_file: Option<&Path>,
+        overrides: &Overrides,
+    ) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let file = match explicit_file {
+            Some(path) if !path.is_file() => return Err(ConfigError::MissingFile(path.into())),
+            Some(path) => Some(path.to_owned()),
+            None => default_locations().into_iter().find(|p| p.is_file()),
+        };
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env = Env::prefixed("FERRITE_")
+            .filter(|key| {
+                ENV_KEYS.iter().any(|top| {
+                    key.as_str() == *top || key.as_str().starts_with(&format!("{top}__"))
+                })
+            })
+            .split("__");
+        let config: Config = figment
+            .merge(env)
+            .merge(Serialized::globals(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok((config, file))
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir must not be empty".into());
+        }
+        if let Some(url) = &self.database_url {
+            let url = url.expose();
+            let known = ["sqlite:", "postgres://", "postgresql://"];
+            if !known.iter().any(|scheme| url.starts_with(scheme)) {
+                return invalid(
+                    "database_url must start with sqlite:, postgres:// or postgresql://".into(),
+                );
+            }
+        }
+        if let Some(secret) = &self.jwt_secret {
+            if secret.expose().len() < 32 {
+                return invalid("jwt_secret must be at least 32 bytes long".into());
+            }
+        }
+        if let Some(password) = &self.admin_password {
+            if let Err(msg) = crate::auth::validate_new_password(password.expose()) {
+                return invalid(format!("admin_password: {msg}"));
+            }
+        }
+        if self.access_token_ttl_seconds == 0 || self.refresh_token_ttl_seconds == 0 {
+            return invalid("token lifetimes must be greater than zero".into());
+        }
+        if self.database_max_connections == 0 {
+            return invalid("database_max_connections must be at least 1".into());
+        }
+        let limits = &self.limits;
+        let positive = [
+            ("limits.body_bytes", limits.body_bytes as u64),
+            ("limits.payload_bytes", limits.payload_bytes as u64),
+            ("limits.attributes_bytes", limits.attributes_bytes as u64),
+            ("limits.query_depth", limits.query_depth as u64),
+            ("limits.query_complexity", limits.query_complexity as u64),
+            ("limits.page_size", limits.page_size),
+            ("limits.default_page_size", limits.default_page_size),
+            ("limits.batch_events", limits.batch_events as u64),
+            ("limits.filter_values", limits.filter_values as u64),
+            ("limits.login_attempts", u64::from(limits.login_attempts)),
+            ("limits.login_window_seconds", limits.login_window_seconds),
+            (
+                "limits.parallel_password_hashes",
+                limits.parallel_password_hashes as u64,
+            ),
+            (
+                "commands.default_timeout_seconds",
+                self.commands.default_timeout_seconds,
+            ),
+            (
+                "commands.max_timeout_seconds",
+                self.commands.max_timeout_seconds,
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return invalid(format!("{key} must be greater than zero"));
+        }
+        if limits.payload_bytes > limits.body_bytes {
+            return invalid("limits.payload_bytes must not exceed limits.body_bytes".into());
+        }
+        if limits.default_page_size > limits.page_size {
+            return invalid("limits.default_page_size must not exceed limits.page_size".into());
+        }
+        if self.commands.default_timeout_seconds > self.commands.max_timeout_seconds {
+            return invalid(
+                "commands.default_timeout_seconds must not exceed commands.max_timeout_seconds"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect: the configured one, or SQLite in `data_dir`.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose().to_owned(),
+            None => crate::store::Store::sqlite_url(&self.data_dir),
+        }
+    }
+
+    /// Whether the database is the embedded SQLite one.
+    pub fn uses_sqlite(&self) -> bool {
+        self.effective_database_url().starts_with("sqlite:")
+    }
+
+    pub fn access_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_token_ttl_seconds)
+    }
+
+    pub fn refresh_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_token_ttl_seconds)
+    }
+}
+
+/// Where a configuration file is looked for when `--config` is not given.
+fn default_locations() -> Vec<PathBuf> {
+    let mut paths = vec![PathBuf::from("ferrite.toml")];
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")));
+    if let Some(dir) = xdg {
+        paths.push(dir.join("ferrite").join("ferrite.toml"));
+    }
+    paths.push(PathBuf::from("/etc/ferrite/ferrite.toml"));
+    paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = Config {
+            jwt_secret: Some(Secret::new("super-secret-value-of-32-bytes!!")),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn a_payload_limit_above_the_body_limit_is_refused() {
+        let mut config = Config::default();
+        config.limits.payload_bytes = config.limits.body_bytes + 1;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.payload_bytes"), "{err}");
+    }
+}

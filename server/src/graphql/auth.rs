@@ -1,0 +1,308 @@
+//! Accounts: who am I, logging in and out, users and API keys.
+
+use async_graphql::{Context, Enum, ID, InputObject, Object};
+use chrono::{DateTime, Utc};
+
+use super::{
+    context::{principal, request, state},
+    error::{ApiError, ApiResult, OrNotFound},
+    input,
+};
+use crate::{
+    auth::{self as authn, Credential, Principal as AuthPrincipal, SessionTokens, token},
+    store::entity::{Permission, Role, api_key, user},
+};
+
+/// A person who logs in.
+pub struct User(pub user::Model);
+
+#[Object]
+impl User {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn username(&self) -> &str {
+        &self.0.username
+    }
+    async fn role(&self) -> Role {
+        self.0.role
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// A credential for programs and gateways. The secret is never shown again
+/// after `createApiKey`.
+pub struct ApiKey(pub api_key::Model);
+
+#[Object]
+impl ApiKey {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// The first characters of the secret, to tell keys apart.
+    async fn prefix(&self) -> &str {
+        &self.0.prefix
+    }
+    async fn permission(&self) -> Permission {
+        self.0.permission
+    }
+    /// The user the key acts for.
+    async fn owner_id(&self) -> ID {
+        ID(self.0.user_id.to_string())
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// When the key last authenticated a request (to the minute).
+    async fn last_used_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_used_at
+    }
+    async fn revoked_at(&self) -> Option<DateTime<Utc>> {
+        self.0.revoked_at
+    }
+}
+
+/// A freshly created API key and its secret, shown this once.
+pub struct NewApiKey {
+    key: api_key::Model,
+    secret: String,
+}
+
+#[Object]
+impl NewApiKey {
+    async fn api_key(&self) -> ApiKey {
+        ApiKey(self.key.clone())
+    }
+    /// Send it as `Authorization: Bearer <secret>`. It cannot be shown again.
+    async fn secret(&self) -> &str {
+        &self.secret
+    }
+}
+
+/// The tokens of a login session.
+pub struct AuthPayload(SessionTokens);
+
+#[Object]
+impl AuthPayload {
+    /// A short-lived JWT: send it as `Authorization: Bearer <accessToken>`.
+    async fn access_token(&self) -> &str {
+        &self.0.access_token
+    }
+    /// Trade it for new tokens with `refresh` before `expiresAt`; each one
+    /// works once.
+    async fn refresh_token(&self) -> &str {
+        &self.0.refresh_token
+    }
+    /// When the access token expires.
+    async fn expires_at(&self) -> DateTime<Utc> {
+        self.0.expires_at
+    }
+    async fn user(&self) -> User {
+        User(self.0.user.clone())
+    }
+}
+
+/// How the caller authenticated.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// A login session (JWT).
+    Session,
+    /// An API key.
+    ApiKey,
+}
+
+/// The caller of this request.
+pub struct Principal(AuthPrincipal);
+
+#[Object]
+impl Principal {
+    async fn user(&self, ctx: &Context<'_>) -> ApiResult<User> {
+        Ok(User(state(ctx).store.user_by_id(self.0.user_id).await?))
+    }
+    /// What this credential may do (for an API key, capped by its owner's role).
+    async fn permission(&self) -> Permission {
+        self.0.permission
+    }
+    async fn credential(&self) -> CredentialKind {
+        match self.0.credential {
+            Credential::Session => CredentialKind::Session,
+            Credential::ApiKey { .. } => CredentialKind::ApiKey,
+        }
+    }
+    /// The API key in use, when the credential is one.
+    async fn api_key_id(&self) -> Option<ID> {
+        match self.0.credential {
+            Credential::ApiKey { id } => Some(ID(id.to_string())),
+            Credential::Session => None,
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateUserInput {
+    /// 3 to 64 characters: letters, digits, `.`, `_`, `-`.
+    pub username: String,
+    /// At least 8 characters.
+    pub password: String,
+    #[graphql(default_with = "Role::Member")]
+    pub role: Role,
+}
+
+/// Checks a username: 3 to 64 characters from `[A-Za-z0-9._-]`.
+pub fn validate_username(username: &str) -> Result<(), &'static str> {
+    let valid_chars = username
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !(3..=64).contains(&username.len()) || !valid_chars {
+        return Err("the username must be 3 to 64 characters from letters, digits, `.`, `_`, `-`");
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+pub struct AuthQuery;
+
+#[Object]
+impl AuthQuery {
+    /// The caller.
+    async fn me(&self, ctx: &Context<'_>) -> ApiResult<Principal> {
+        Ok(Principal(principal(ctx, Permission::Read)?.clone()))
+    }
+
+    /// The caller's API keys (every user's, for an administrator), revoked ones
+    /// included. Needs an ADMIN credential (a login session is one).
+    async fn api_keys(&self, ctx: &Context<'_>) -> ApiResult<Vec<ApiKey>> {
+        let caller = principal(ctx, Permission::Admin)?;
+        let keys = state(ctx).store.list_api_keys(caller.scope()).await?;
+        Ok(keys.into_iter().map(ApiKey).collect())
+    }
+
+    /// Every user. Administrators only.
+    async fn users(&self, ctx: &Context<'_>) -> ApiResult<Vec<User>> {
+        principal(ctx, Permission::Read)?.require_admin()?;
+        let users = state(ctx).store.list_users().await?;
+        Ok(users.into_iter().map(User).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct AuthMutation;
+
+#[Object]
+impl AuthMutation {
+    /// Starts a session. Repeated failures from one address for one username
+    /// are refused for a while with RATE_LIMITED.
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        username: String,
+        password: String,
+    ) -> ApiResult<AuthPayload> {
+        let client = request(ctx).client;
+        let tokens = state(ctx).auth.login(client, &username, &password).await?;
+        Ok(AuthPayload(tokens))
+    }
+
+    /// Trades a refresh token for new tokens. The old refresh token stops
+    /// working; presenting it again revokes the whole session.
+    async fn refresh(&self, ctx: &Context<'_>, refresh_token: String) -> ApiResult<AuthPayload> {
+        Ok(AuthPayload(state(ctx).auth.refresh(&refresh_token).await?))
+    }
+
+    /// Ends the session of a refresh token. False when it was unknown.
+    async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> ApiResult<bool> {
+        Ok(state(ctx).auth.logout(&refresh_token).await?)
+    }
+
+    /// Creates a user. Administrators only.
+    async fn create_user(&self, ctx: &Context<'_>, input: CreateUserInput) -> ApiResult<User> {
+        principal(ctx, Permission::Admin)?.require_admin()?;
+        validate_username(&input.username).map_err(ApiError::bad_input)?;
+        authn::validate_new_password(&input.password).map_err(ApiError::bad_input)?;
+        let app = state(ctx);
+        let hash = app.auth.hasher().hash(input.password).await?;
+        let user = app
+            .store
+            .create_user(&input.username, hash, input.role)
+            .await?;
+        Ok(User(user))
+    }
+
+    /// Changes the caller's password and ends all of its other sessions
+    /// (their refresh tokens stop working).
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        current_password: String,
+        new_password: String,
+    ) -> ApiResult<bool> {
+        let caller = principal(ctx, Permission::Admin)?;
+        let app = state(ctx);
+        let user = app.store.user_by_id(caller.user_id).await?;
+        if current_password.len() > authn::PASSWORD_MAX_BYTES
+            || !app
+                .auth
+                .hasher()
+                .verify(current_password, Some(user.password_hash))
+                .await?
+        {
+            return Err(ApiError::Forbidden("the current password is wrong".into()));
+        }
+        authn::validate_new_password(&new_password).map_err(ApiError::bad_input)?;
+        let hash = app.auth.hasher().hash(new_password).await?;
+        app.store.set_password(user.id, hash).await?;
+        Ok(true)
+    }
+
+    /// Creates an API key for the caller. A key is never stronger than the
+    /// credential creating it, nor than its owner's role (a MEMBER's keys are
+    /// at most WRITE).
+    async fn create_api_key(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        permission: Permission,
+    ) -> ApiResult<NewApiKey> {
+        let caller = principal(ctx, Permission::Admin)?;
+        input::text("name", &name, 100)?;
+        if permission > authn::permission_cap(caller.role) || permission > caller.permission {
+            return Err(ApiError::Forbidden(format!(
+                "a {:?} user may not create a key with {permission:?} permission",
+                caller.role
+            )));
+        }
+        let secret = token::new_api_key_secret();
+        let key = state(ctx)
+            .store
+            .create_api_key(
+                caller.user_id,
+                &name,
+                permission,
+                secret.shown_prefix,
+                secret.hash,
+            )
+            .await?;
+        Ok(NewApiKey {
+            key,
+            secret: secret.secret,
+        })
+    }
+
+    /// Revokes one of the caller's keys (any key, for an administrator). It
+    /// stops working at once.
+    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ApiKey> {
+        let caller = principal(ctx, Permission::Admin)?;
+        let id = input::uuid_id("API key", &id)?;
+        let key = state(ctx)
+            .store
+            .revoke_api_key(id, caller.scope())
+            .await
+            .or_not_found("API key")?;
+        Ok(ApiKey(key))
+    }
+}

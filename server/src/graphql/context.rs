@@ -1,0 +1,51 @@
+//! What a resolver reads from its context: the shared state, the caller and
+//! its address.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use async_graphql::Context;
+
+use super::error::{ApiError, ApiResult};
+use crate::{AppState, auth::Principal, store::entity::Permission};
+
+/// Per-request (or per-WebSocket-connection) data.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// `None` when the request carried no token: only the schema is public.
+    pub principal: Option<Principal>,
+    /// The client's address, for login throttling.
+    pub client: IpAddr,
+}
+
+impl RequestContext {
+    pub fn anonymous(client: IpAddr) -> Self {
+        Self {
+            principal: None,
+            client,
+        }
+    }
+}
+
+pub fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
+    ctx.data_unchecked::<AppState>()
+}
+
+pub fn request<'a>(ctx: &Context<'a>) -> &'a RequestContext {
+    static LOCAL: RequestContext = RequestContext {
+        principal: None,
+        client: IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    ctx.data_opt::<RequestContext>().unwrap_or(&LOCAL)
+}
+
+/// The caller, refused unless its credential holds `needed`. Every resolver
+/// that reads or writes data starts here.
+pub fn principal<'a>(ctx: &Context<'a>, needed: Permission) -> ApiResult<&'a Principal> {
+    let principal = request(ctx).principal.as_ref().ok_or_else(|| {
+        ApiError::Unauthenticated(
+            "authentication required: send `Authorization: Bearer <token>`".into(),
+        )
+    })?;
+    principal.require(needed)?;
+    Ok(principal)
+}

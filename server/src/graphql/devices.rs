@@ -1,0 +1,290 @@
+//! Devices: listing, registering, updating, disconnecting, deleting.
+
+use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object, connection::Connection};
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
+
+use super::{
+    context::{principal, state},
+    error::{ApiResult, OrNotFound},
+    input::{self, CursorKind},
+    totals::TotalCount,
+};
+use crate::{
+    config::Limits,
+    store::{
+        self, DeviceRegistration, DeviceUpdate,
+        entity::{DeviceStatus, Permission, device},
+    },
+};
+
+/// Longest external id, name, type and location, in characters.
+const EXTERNAL_ID_MAX: usize = 128;
+const NAME_MAX: usize = 200;
+const TYPE_MAX: usize = 64;
+const LOCATION_MAX: usize = 200;
+
+/// A thing a gateway brings onto the platform.
+pub struct Device(pub device::Model);
+
+#[Object]
+impl Device {
+    /// Server-assigned; stable for the device's life.
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    /// The gateway's own id for the device, unique per owner.
+    async fn external_id(&self) -> &str {
+        &self.0.external_id
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    #[graphql(name = "type")]
+    async fn kind(&self) -> &str {
+        &self.0.r#type
+    }
+    async fn location(&self) -> Option<&str> {
+        self.0.location.as_deref()
+    }
+    /// Free-form description, as JSON.
+    async fn attributes(&self) -> async_graphql::Json<&Json> {
+        async_graphql::Json(&self.0.attributes)
+    }
+    async fn status(&self) -> DeviceStatus {
+        self.0.status
+    }
+    /// The connector session hosting the device, while it is ONLINE.
+    async fn connector_id(&self) -> Option<&str> {
+        self.0.connector_id.as_deref()
+    }
+    /// When the device was last known to be online.
+    async fn last_seen_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_seen_at
+    }
+    async fn owner_id(&self) -> ID {
+        ID(self.0.owner_id.to_string())
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+/// Which devices to list; every field given must match (a list matches any
+/// of its values).
+#[derive(InputObject, Default)]
+pub struct DeviceFilter {
+    pub ids: Option<Vec<ID>>,
+    pub external_ids: Option<Vec<String>>,
+    pub types: Option<Vec<String>>,
+    pub locations: Option<Vec<String>>,
+    pub status: Option<Vec<DeviceStatus>>,
+}
+
+impl DeviceFilter {
+    pub fn into_store(self, limits: &Limits) -> ApiResult<store::DeviceFilter> {
+        let max = limits.filter_values;
+        input::filter_list("ids", &self.ids, max)?;
+        input::filter_list("externalIds", &self.external_ids, max)?;
+        input::filter_list("types", &self.types, max)?;
+        input::filter_list("locations", &self.locations, max)?;
+        input::filter_list("status", &self.status, max)?;
+        Ok(store::DeviceFilter {
+            ids: input::uuid_ids("device", &self.ids)?,
+            external_ids: self.external_ids,
+            types: self.types,
+            locations: self.locations,
+            status: self.status,
+        })
+    }
+}
+
+#[derive(InputObject)]
+pub struct RegisterDeviceInput {
+    /// Your id for the device (1–128 characters); registering it again
+    /// updates the existing device.
+    pub external_id: String,
+    /// Default: the external id.
+    pub name: Option<String>,
+    /// Default: `generic`.
+    #[graphql(name = "type")]
+    pub kind: Option<String>,
+    pub location: Option<String>,
+    pub attributes: Option<async_graphql::Json<Json>>,
+}
+
+#[derive(InputObject)]
+pub struct UpdateDeviceInput {
+    pub name: Option<String>,
+    #[graphql(name = "type")]
+    pub kind: Option<String>,
+    /// `null` clears the location.
+    pub location: MaybeUndefined<String>,
+    pub attributes: Option<async_graphql::Json<Json>>,
+}
+
+fn validate_common(
+    name: Option<&str>,
+    kind: Option<&str>,
+    location: Option<&str>,
+    attributes: Option<&Json>,
+    limits: &Limits,
+) -> ApiResult<()> {
+    input::optional_text("name", name, NAME_MAX)?;
+    input::optional_text("type", kind, TYPE_MAX)?;
+    input::optional_text("location", location, LOCATION_MAX)?;
+    if let Some(attributes) = attributes {
+        input::json_size("attributes", attributes, limits.attributes_bytes)?;
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+pub struct DeviceQuery;
+
+#[Object]
+impl DeviceQuery {
+    async fn device(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Device> {
+        let caller = principal(ctx, Permission::Read)?;
+        let id = input::uuid_id("device", &id)?;
+        let found = state(ctx)
+            .store
+            .device_by_id(id, caller.scope())
+            .await
+            .or_not_found("device")?;
+        Ok(Device(found))
+    }
+
+    /// Devices, oldest first.
+    async fn devices(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<DeviceFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> ApiResult<Connection<String, Device, TotalCount>> {
+        let caller = principal(ctx, Permission::Read)?;
+        let app = state(ctx);
+        let limits = &app.config.limits;
+        let filter = filter.unwrap_or_default().into_store(limits)?;
+        let args = input::page_args(CursorKind::Device, first, after, last, before, limits)?;
+        let page = app
+            .store
+            .list_devices(caller.scope(), &filter, args, limits.default_page_size)
+            .await?;
+        Ok(input::connection(
+            page,
+            CursorKind::Device,
+            |d| d.id.to_string(),
+            Device,
+            TotalCount::Devices(caller.scope(), filter),
+        ))
+    }
+}
+
+#[derive(Default)]
+pub struct DeviceMutation;
+
+#[Object]
+impl DeviceMutation {
+    /// Creates the device, or updates the caller's device with the same
+    /// `externalId` (fields left out keep their values).
+    async fn register_device(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterDeviceInput,
+    ) -> ApiResult<Device> {
+        let caller = principal(ctx, Permission::Write)?;
+        let app = state(ctx);
+        input::text("externalId", &input.external_id, EXTERNAL_ID_MAX)?;
+        let attributes = input.attributes.map(|json| json.0);
+        validate_common(
+            input.name.as_deref(),
+            input.kind.as_deref(),
+            input.location.as_deref(),
+            attributes.as_ref(),
+            &app.config.limits,
+        )?;
+        let (device, _) = app
+            .store
+            .register_device(
+                caller.user_id,
+                DeviceRegistration {
+                    external_id: input.external_id,
+                    name: input.name,
+                    r#type: input.kind,
+                    location: input.location,
+                    attributes,
+                    connector_id: None,
+                },
+            )
+            .await?;
+        Ok(Device(device))
+    }
+
+    async fn update_device(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdateDeviceInput,
+    ) -> ApiResult<Device> {
+        let caller = principal(ctx, Permission::Write)?;
+        let app = state(ctx);
+        let id = input::uuid_id("device", &id)?;
+        let attributes = input.attributes.map(|json| json.0);
+        let location = match input.location {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(location) => Some(Some(location)),
+        };
+        validate_common(
+            input.name.as_deref(),
+            input.kind.as_deref(),
+            location.as_ref().and_then(|l| l.as_deref()),
+            attributes.as_ref(),
+            &app.config.limits,
+        )?;
+        let update = DeviceUpdate {
+            name: input.name,
+            r#type: input.kind,
+            location,
+            attributes,
+        };
+        let device = app
+            .store
+            .update_device(id, caller.scope(), update)
+            .await
+            .or_not_found("device")?;
+        Ok(Device(device))
+    }
+
+    /// Takes the device off its gateway: DISCONNECTED, unbound, but kept with
+    /// its history.
+    async fn disconnect_device(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Device> {
+        let caller = principal(ctx, Permission::Write)?;
+        let id = input::uuid_id("device", &id)?;
+        let device = state(ctx)
+            .store
+            .disconnect_device(id, caller.scope())
+            .await
+            .or_not_found("device")?;
+        Ok(Device(device))
+    }
+
+    /// Deletes the device with its events and commands. Returns its id.
+    async fn delete_device(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ID> {
+        let caller = principal(ctx, Permission::Write)?;
+        let id = input::uuid_id("device", &id)?;
+        let device = state(ctx)
+            .store
+            .delete_device(id, caller.scope())
+            .await
+            .or_not_found("device")?;
+        Ok(ID(device.id.to_string()))
+    }
+}

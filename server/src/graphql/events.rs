@@ -1,0 +1,232 @@
+//! Events: reading history and publishing.
+
+use async_graphql::{Context, ID, InputObject, Object, connection::Connection};
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
+
+use super::{
+    context::{principal, state},
+    devices::Device,
+    error::{ApiError, ApiResult, OrNotFound},
+    input::{self, CursorKind},
+    totals::TotalCount,
+};
+use crate::{
+    config::Limits,
+    store::{
+        self, NewEvent,
+        entity::{Permission, event},
+    },
+};
+
+const SERVICE_MAX: usize = 128;
+const IDEMPOTENCY_KEY_MAX: usize = 128;
+
+/// Something a device reported.
+pub struct Event(pub event::Model);
+
+#[Object]
+impl Event {
+    /// Increases with every stored event: the cursor of subscriptions.
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn device_id(&self) -> ID {
+        ID(self.0.device_id.to_string())
+    }
+    async fn device(&self, ctx: &Context<'_>) -> ApiResult<Option<Device>> {
+        let caller = principal(ctx, Permission::Read)?;
+        match state(ctx)
+            .store
+            .device_by_id(self.0.device_id, caller.scope())
+            .await
+        {
+            Ok(device) => Ok(Some(Device(device))),
+            Err(store::StoreError::NotFound) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+    /// What happened, e.g. `temperature`.
+    async fn service(&self) -> &str {
+        &self.0.service
+    }
+    async fn payload(&self) -> async_graphql::Json<&Json> {
+        async_graphql::Json(&self.0.payload)
+    }
+    /// The device's clock, when it sent one.
+    async fn occurred_at(&self) -> Option<DateTime<Utc>> {
+        self.0.occurred_at
+    }
+    /// The server's clock when the event was stored.
+    async fn received_at(&self) -> DateTime<Utc> {
+        self.0.received_at
+    }
+    async fn idempotency_key(&self) -> Option<&str> {
+        self.0.idempotency_key.as_deref()
+    }
+}
+
+/// Which events to list; every field given must match.
+#[derive(InputObject, Default)]
+pub struct EventFilter {
+    pub device_ids: Option<Vec<ID>>,
+    pub services: Option<Vec<String>>,
+    /// Events of devices at these locations.
+    pub locations: Option<Vec<String>>,
+    /// Received at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Received before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl EventFilter {
+    pub fn into_store(self, limits: &Limits) -> ApiResult<store::EventFilter> {
+        let max = limits.filter_values;
+        input::filter_list("deviceIds", &self.device_ids, max)?;
+        input::filter_list("services", &self.services, max)?;
+        input::filter_list("locations", &self.locations, max)?;
+        Ok(store::EventFilter {
+            device_ids: input::uuid_ids("device", &self.device_ids)?,
+            services: self.services,
+            locations: self.locations,
+            since: self.since,
+            until: self.until,
+        })
+    }
+}
+
+#[derive(InputObject)]
+pub struct EventInput {
+    pub device_id: ID,
+    /// What happened (1–128 characters), e.g. `temperature`.
+    pub service: String,
+    /// At most `limits.payload_bytes` (64 KiB by default) as JSON.
+    pub payload: async_graphql::Json<Json>,
+    /// The device's clock.
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// Retrying a publish with the same key (per device) stores the event
+    /// once and returns the stored one.
+    pub idempotency_key: Option<String>,
+}
+
+impl EventInput {
+    fn into_store(self, limits: &Limits) -> ApiResult<NewEvent> {
+        input::text("service", &self.service, SERVICE_MAX)?;
+        input::optional_text(
+            "idempotencyKey",
+            self.idempotency_key.as_deref(),
+            IDEMPOTENCY_KEY_MAX,
+        )?;
+        input::json_size("payload", &self.payload.0, limits.payload_bytes)?;
+        Ok(NewEvent {
+            device_id: input::uuid_id("device", &self.device_id)?,
+            service: self.service,
+            payload: self.payload.0,
+            occurred_at: self.occurred_at,
+            idempotency_key: self.idempotency_key,
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct EventQuery;
+
+#[Object]
+impl EventQuery {
+    async fn event(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Event> {
+        let caller = principal(ctx, Permission::Read)?;
+        let id = input::event_id(&id)?;
+        let found = state(ctx)
+            .store
+            .event_by_id(id, caller.scope())
+            .await
+            .or_not_found("event")?;
+        Ok(Event(found))
+    }
+
+    /// Events, newest first.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<EventFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> ApiResult<Connection<String, Event, TotalCount>> {
+        let caller = principal(ctx, Permission::Read)?;
+        let app = state(ctx);
+        let limits = &app.config.limits;
+        let filter = filter.unwrap_or_default().into_store(limits)?;
+        let args = input::page_args(CursorKind::Event, first, after, last, before, limits)?;
+        let page = app
+            .store
+            .list_events(caller.scope(), &filter, args, limits.default_page_size)
+            .await?;
+        Ok(input::connection(
+            page,
+            CursorKind::Event,
+            |e| e.id.to_string(),
+            Event,
+            TotalCount::Events(caller.scope(), filter),
+        ))
+    }
+}
+
+#[derive(Default)]
+pub struct EventMutation;
+
+#[Object]
+impl EventMutation {
+    /// Stores one event; answers once it is committed.
+    async fn publish_event(&self, ctx: &Context<'_>, input: EventInput) -> ApiResult<Event> {
+        let caller = principal(ctx, Permission::Write)?;
+        let app = state(ctx);
+        let new = input.into_store(&app.config.limits)?;
+        let stored = app
+            .store
+            .insert_events(caller.scope(), vec![new])
+            .await
+            .or_not_found("device")?;
+        stored
+            .into_iter()
+            .next()
+            .map(Event)
+            .ok_or(ApiError::Internal)
+    }
+
+    /// Stores several events in one transaction, all or none; answers once
+    /// they are committed. At most `limits.batch_events` (1000) per call.
+    async fn publish_events(
+        &self,
+        ctx: &Context<'_>,
+        inputs: Vec<EventInput>,
+    ) -> ApiResult<Vec<Event>> {
+        let caller = principal(ctx, Permission::Write)?;
+        let app = state(ctx);
+        let limits = &app.config.limits;
+        if inputs.len() > limits.batch_events {
+            return Err(ApiError::bad_input(format!(
+                "{} events in one call; the limit is {}",
+                inputs.len(),
+                limits.batch_events
+            )));
+        }
+        let events = inputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, input)| {
+                input.into_store(limits).map_err(|err| match err {
+                    ApiError::BadInput(msg) => ApiError::BadInput(format!("inputs[{i}]: {msg}")),
+                    other => other,
+                })
+            })
+            .collect::<ApiResult<Vec<_>>>()?;
+        let stored = app
+            .store
+            .insert_events(caller.scope(), events)
+            .await
+            .or_not_found("device")?;
+        Ok(stored.into_iter().map(Event).collect())
+    }
+}

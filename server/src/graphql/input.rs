@@ -1,0 +1,187 @@
+//! Checks on client input that the type system cannot express: lengths,
+//! sizes, id formats, page bounds and cursors.
+
+use async_graphql::{ID, connection::Connection};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde_json::Value as Json;
+use uuid::Uuid;
+
+use super::error::{ApiError, ApiResult};
+use crate::{
+    config::Limits,
+    store::{Page, PageArgs},
+};
+
+/// A required text of 1 to `max` characters without control characters.
+pub fn text(field: &str, value: &str, max: usize) -> ApiResult<()> {
+    let chars = value.chars().count();
+    if chars == 0 || chars > max {
+        return Err(ApiError::bad_input(format!(
+            "{field} must be 1 to {max} characters long"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::bad_input(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> ApiResult<()> {
+    value.map_or(Ok(()), |value| text(field, value, max))
+}
+
+/// A JSON value no larger than `max` bytes once serialised.
+pub fn json_size(field: &str, value: &Json, max: usize) -> ApiResult<()> {
+    let size = serde_json::to_vec(value)
+        .map_err(|_| ApiError::bad_input(format!("{field} is not valid JSON")))?
+        .len();
+    if size > max {
+        return Err(ApiError::bad_input(format!(
+            "{field} is {size} bytes; the limit is {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// A filter list of at most `max` values.
+pub fn filter_list<T>(field: &str, values: &Option<Vec<T>>, max: usize) -> ApiResult<()> {
+    match values {
+        Some(values) if values.len() > max => Err(ApiError::bad_input(format!(
+            "filter.{field} has {} values; the limit is {max}",
+            values.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+pub fn uuid_id(what: &str, id: &ID) -> ApiResult<Uuid> {
+    Uuid::parse_str(id.as_str())
+        .map_err(|_| ApiError::bad_input(format!("`{}` is not a valid {what} id", id.as_str())))
+}
+
+pub fn uuid_ids(what: &str, ids: &Option<Vec<ID>>) -> ApiResult<Option<Vec<Uuid>>> {
+    ids.as_ref()
+        .map(|ids| ids.iter().map(|id| uuid_id(what, id)).collect())
+        .transpose()
+}
+
+pub fn event_id(id: &ID) -> ApiResult<i64> {
+    id.as_str()
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::bad_input(format!("`{}` is not a valid event id", id.as_str())))
+}
+
+/// What kind of list a cursor belongs to; a cursor of one list is refused by
+/// another.
+#[derive(Debug, Clone, Copy)]
+pub enum CursorKind {
+    Device,
+    Event,
+    Command,
+}
+
+impl CursorKind {
+    fn tag(self) -> &'static str {
+        match self {
+            CursorKind::Device => "device",
+            CursorKind::Event => "event",
+            CursorKind::Command => "command",
+        }
+    }
+}
+
+/// Cursors are opaque to clients: base64url of `<kind>:<key>`.
+pub fn encode_cursor(kind: CursorKind, key: impl std::fmt::Display) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{key}", kind.tag()))
+}
+
+fn decode_cursor<K: std::str::FromStr>(kind: CursorKind, cursor: &str) -> ApiResult<K> {
+    let invalid = || ApiError::bad_input(format!("`{cursor}` is not a valid cursor for this list"));
+    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let raw = String::from_utf8(raw).map_err(|_| invalid())?;
+    let key = raw
+        .strip_prefix(kind.tag())
+        .and_then(|rest| rest.strip_prefix(':'))
+        .ok_or_else(invalid)?;
+    key.parse().map_err(|_| invalid())
+}
+
+/// Relay arguments, checked against the limits and decoded.
+pub fn page_args<K: std::str::FromStr>(
+    kind: CursorKind,
+    first: Option<i32>,
+    after: Option<String>,
+    last: Option<i32>,
+    before: Option<String>,
+    limits: &Limits,
+) -> ApiResult<PageArgs<K>> {
+    if first.is_some() && last.is_some() {
+        return Err(ApiError::bad_input(
+            "pass either `first` (with `after`) or `last` (with `before`), not both",
+        ));
+    }
+    let size = |name: &str, value: Option<i32>| -> ApiResult<Option<u64>> {
+        match value {
+            None => Ok(None),
+            Some(n) if n < 0 || n as u64 > limits.page_size => Err(ApiError::bad_input(format!(
+                "`{name}` must be between 0 and {}",
+                limits.page_size
+            ))),
+            Some(n) => Ok(Some(n as u64)),
+        }
+    };
+    Ok(PageArgs {
+        first: size("first", first)?,
+        after: after.map(|c| decode_cursor(kind, &c)).transpose()?,
+        last: size("last", last)?,
+        before: before.map(|c| decode_cursor(kind, &c)).transpose()?,
+    })
+}
+
+/// Turns a store page into a Relay connection.
+pub fn connection<M, N, F>(
+    page: Page<M>,
+    kind: CursorKind,
+    key: impl Fn(&M) -> String,
+    node: impl Fn(M) -> N,
+    fields: F,
+) -> Connection<String, N, F>
+where
+    N: async_graphql::OutputType,
+    F: async_graphql::ObjectType,
+{
+    let mut connection =
+        Connection::with_additional_fields(page.has_previous_page, page.has_next_page, fields);
+    connection.edges.extend(page.items.into_iter().map(|item| {
+        async_graphql::connection::Edge::new(encode_cursor(kind, key(&item)), node(item))
+    }));
+    connection
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_round_trips_only_in_its_own_list() {
+        let cursor = encode_cursor(CursorKind::Event, 42);
+        assert_eq!(
+            decode_cursor::<i64>(CursorKind::Event, &cursor).unwrap(),
+            42
+        );
+        assert!(decode_cursor::<i64>(CursorKind::Command, &cursor).is_err());
+        assert!(decode_cursor::<i64>(CursorKind::Event, "garbage!").is_err());
+    }
+
+    #[test]
+    fn text_limits_count_characters() {
+        assert!(text("name", "ß".repeat(10).as_str(), 10).is_ok());
+        assert!(text("name", "", 10).is_err());
+        assert!(text("name", "a\u{0}b", 10).is_err());
+        assert!(text("name", "abcdefghijk", 10).is_err());
+    }
+}

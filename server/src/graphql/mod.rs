@@ -1,0 +1,74 @@
+//! The GraphQL API: query and mutation roots, their types, and the rules
+//! every resolver follows.
+//!
+//! Resolvers are thin: read the caller from the context (which checks its
+//! permission), validate input, call one function of `store` or `auth`, and
+//! map the result. No query is built here.
+//!
+//! # Layout
+//! - `auth`, `devices`, `events`, `commands`: one area each, with its types;
+//!   merged into [`Query`] and [`Mutation`].
+//! - `context`: the caller and state a resolver reads.
+//! - `error`: `extensions.code` for every error.
+//! - `input`: checks on input, cursors and pages.
+//! - `totals`: `totalCount`, computed when asked for.
+
+/// Who am I, login sessions, users and API keys.
+mod auth;
+/// Commands sent to devices and their answers.
+mod commands;
+/// What a resolver reads from its context.
+pub mod context;
+/// Devices and their registration.
+mod devices;
+/// Error codes.
+pub mod error;
+/// Events: history and publishing.
+mod events;
+/// Validation of client input, cursors and pages.
+mod input;
+/// `totalCount` of connections.
+mod totals;
+
+use async_graphql::{EmptySubscription, MergedObject, Schema};
+
+pub use auth::validate_username;
+pub use context::RequestContext;
+
+use crate::{AppState, config::Limits};
+
+#[derive(MergedObject, Default)]
+pub struct Query(
+    auth::AuthQuery,
+    devices::DeviceQuery,
+    events::EventQuery,
+    commands::CommandQuery,
+);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(
+    auth::AuthMutation,
+    devices::DeviceMutation,
+    events::EventMutation,
+    commands::CommandMutation,
+);
+
+pub type FerriteSchema = Schema<Query, Mutation, EmptySubscription>;
+
+fn builder(limits: &Limits) -> async_graphql::SchemaBuilder<Query, Mutation, EmptySubscription> {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .limit_depth(limits.query_depth)
+        .limit_complexity(limits.query_complexity)
+        .extension(error::ErrorCodes)
+}
+
+/// The schema, serving `state`.
+pub fn schema(state: AppState) -> FerriteSchema {
+    let limits = state.config.limits.clone();
+    builder(&limits).data(state).finish()
+}
+
+/// The schema in SDL, as `schema.graphql` holds it.
+pub fn sdl() -> String {
+    builder(&Limits::default()).finish().sdl()
+}

@@ -1,0 +1,329 @@
+//! The HTTP surface: GraphQL over HTTP on `/graphql`, GraphiQL, health.
+//!
+//! `/graphql` follows the GraphQL-over-HTTP spec: POST with an
+//! `application/json` body, or GET with `query`, `variables` and
+//! `operationName` in the query string (queries only; a mutation over GET is
+//! refused with 405). Responses are `application/json` unless the client
+//! accepts `application/graphql-response+json`, in which case a request that
+//! does not parse or validate is answered with 400. A browser's GET without a
+//! query gets GraphiQL.
+//!
+//! Errors that happen before GraphQL runs (unreadable body, bad token) are
+//! answered in the same shape as GraphQL errors, with `extensions.code`.
+
+use std::net::SocketAddr;
+
+use async_graphql::{
+    http::GraphiQLSource,
+    parser::types::{DocumentOperations, OperationType},
+};
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{ConnectInfo, RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use serde_json::json;
+
+use crate::{
+    AppState,
+    auth::AuthError,
+    graphql::{FerriteSchema, RequestContext},
+};
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+#[derive(Clone)]
+struct HttpState {
+    app: AppState,
+    schema: FerriteSchema,
+}
+
+/// The router of every HTTP endpoint. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: login throttling
+/// needs the client's address.
+pub fn router(app: AppState, schema: FerriteSchema) -> Router {
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(HttpState { app, schema })
+}
+
+/// Alive: the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready: the database answers too.
+async fn readyz(State(state): State<HttpState>) -> Response {
+    match state.app.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response()
+        }
+    }
+}
+
+/// Which media type the client wants back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// `application/json`: status 200 for anything GraphQL answered.
+    Json,
+    /// `application/graphql-response+json`: 4xx for request errors.
+    GraphqlResponse,
+}
+
+impl Format {
+    fn of(headers: &HeaderMap) -> Format {
+        let accepts = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains(GRAPHQL_RESPONSE_JSON));
+        if accepts {
+            Format::GraphqlResponse
+        } else {
+            Format::Json
+        }
+    }
+
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Format::Json => "application/json",
+            Format::GraphqlResponse => GRAPHQL_RESPONSE_JSON,
+        })
+    }
+}
+
+/// An error response in GraphQL's shape.
+fn error_response(format: Format, status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, format.content_type());
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+/// Authenticates the `Authorization` header, if any.
+async fn request_context(
+    app: &AppState,
+    headers: &HeaderMap,
+    client: SocketAddr,
+    format: Format,
+) -> Result<RequestContext, Response> {
+    let mut context = RequestContext::anonymous(client.ip());
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(context);
+    };
+    let unauthorized = |message: &str| {
+        error_response(format, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+    match app.auth.authenticate(token).await {
+        Ok(principal) => {
+            context.principal = Some(principal);
+            Ok(context)
+        }
+        Err(AuthError::Unauthenticated(message)) => Err(unauthorized(message)),
+        Err(err) => {
+            tracing::error!(error = %err, "authentication failed");
+            Err(error_response(
+                format,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "internal error",
+            ))
+        }
+    }
+}
+
+/// Runs a request and encodes the response.
+async fn execute(
+    state: &HttpState,
+    request: async_graphql::Request,
+    context: RequestContext,
+    format: Format,
+) -> Response {
+    let response = state.schema.execute(request.data(context)).await;
+    // Errors raised before execution (parse, validation) carry no path and
+    // leave no data: a "request error" in the spec's terms.
+    let request_error = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
+    let (status, body) = if request_error {
+        let status = match format {
+            Format::GraphqlResponse => StatusCode::BAD_REQUEST,
+            Format::Json => StatusCode::OK,
+        };
+        (status, json!({ "errors": response.errors }).to_string())
+    } else {
+        match serde_json::to_string(&response) {
+            Ok(body) => (StatusCode::OK, body),
+            Err(err) => {
+                tracing::error!(error = %err, "encoding a GraphQL response failed");
+                return error_response(
+                    format,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    "internal error",
+                );
+            }
+        }
+    };
+    let mut http = (status, body).into_response();
+    http.headers_mut()
+        .insert(header::CONTENT_TYPE, format.content_type());
+    http
+}
+
+async fn graphql_post(
+    State(state): State<HttpState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let format = Format::of(&headers);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/json")
+        && !content_type.starts_with(GRAPHQL_RESPONSE_JSON)
+    {
+        return error_response(
+            format,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "BAD_USER_INPUT",
+            "POST /graphql needs `Content-Type: application/json`",
+        );
+    }
+    let limit = state.app.config.limits.body_bytes;
+    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                error_response(
+                    format,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "BAD_USER_INPUT",
+                    &format!("the request body is larger than {limit} bytes"),
+                )
+            } else {
+                error_response(
+                    format,
+                    StatusCode::BAD_REQUEST,
+                    "BAD_USER_INPUT",
+                    "the request body could not be read",
+                )
+            };
+        }
+    };
+    let request: async_graphql::Request = match serde_json::from_slice(&bytes) {
+        Ok(request) => request,
+        Err(err) => {
+            return error_response(
+                format,
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                &format!(
+                    "the request body is not a GraphQL request \
+                     (a JSON object with `query`, and optionally `variables` and `operationName`): {err}"
+                ),
+            );
+        }
+    };
+    let context = match request_context(&state.app, &headers, client, format).await {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    execute(&state, request, context, format).await
+}
+
+async fn graphql_get(
+    State(state): State<HttpState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let format = Format::of(&headers);
+    let query = query.unwrap_or_default();
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if query.is_empty() && wants_html {
+        return Html(
+            GraphiQLSource::build()
+                .endpoint("/graphql")
+                .subscription_endpoint("/graphql")
+                .title("Ferrite GraphiQL")
+                .finish(),
+        )
+        .into_response();
+    }
+    let mut request = match async_graphql::http::parse_query_string(&query) {
+        Ok(request) => request,
+        Err(err) => {
+            return error_response(
+                format,
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                &format!("the query string is not a GraphQL request: {err}"),
+            );
+        }
+    };
+    if is_mutation(&mut request) {
+        let mut response = error_response(
+            format,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "BAD_USER_INPUT",
+            "mutations must be sent with POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let context = match request_context(&state.app, &headers, client, format).await {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    execute(&state, request, context, format).await
+}
+
+/// Whether the operation a request would run is a mutation. A query that
+/// does not parse is not one; execution reports its syntax error.
+fn is_mutation(request: &mut async_graphql::Request) -> bool {
+    let operation_name = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return false;
+    };
+    match &document.operations {
+        DocumentOperations::Single(op) => op.node.ty == OperationType::Mutation,
+        DocumentOperations::Multiple(ops) => ops.iter().any(|(name, op)| {
+            operation_name
+                .as_deref()
+                .is_none_or(|wanted| wanted == name.as_str())
+                && op.node.ty == OperationType::Mutation
+        }),
+    }
+}

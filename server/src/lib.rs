@@ -1,0 +1,276 @@
+//! Ferrite: a self-hosted IoT platform with one GraphQL endpoint.
+//!
+//! This crate is the server; the `ferrite` binary (`main.rs`) only parses
+//! flags and calls [`cli::run`]. Tests drive [`Server`] directly.
+//!
+//! # Layout
+//! Data flows from the edge inwards:
+//!
+//! ```text
+//! http (axum) ──► graphql (resolvers) ──► auth (who, may they?) ──► store (SeaORM)
+//!                                                              └──► store
+//! ```
+//!
+//! [`Server::start`] loads nothing itself: it takes a validated
+//! [`config::Config`], opens and migrates the database, prepares the JWT
+//! secret, creates the first administrator on an empty database and binds
+//! the listener. [`Server::run`] serves until its shutdown future resolves.
+
+/// Passwords, tokens, API keys, principals and permissions.
+pub mod auth;
+/// The `ferrite` command line.
+pub mod cli;
+/// Configuration from file, environment and flags.
+pub mod config;
+/// The GraphQL schema and resolvers.
+pub mod graphql;
+/// The axum router: `/graphql`, GraphiQL, health.
+pub mod http;
+/// SeaORM entities and every query.
+pub mod store;
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::{
+    auth::{Auth, AuthSettings},
+    config::Config,
+    store::{Store, StoreError, StoreOptions, entity::Role},
+};
+
+/// The shared state every request sees: cheap handles only.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub auth: Auth,
+    pub config: Arc<Config>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: io::Error },
+    #[error("cannot open the database: {0}")]
+    Database(#[source] StoreError),
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[source] StoreError),
+    #[error("cannot read or create the JWT secret {path}: {source}")]
+    Secret { path: PathBuf, source: io::Error },
+    #[error("cannot create the first administrator: {0}")]
+    Bootstrap(#[source] StoreError),
+    #[error("cannot hash the first administrator's password: {0}")]
+    Password(#[source] auth::AuthError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+}
+
+/// The user created on the first start.
+pub const FIRST_ADMIN: &str = "admin";
+
+/// A server that has opened its database and bound its port.
+pub struct Server {
+    state: AppState,
+    listener: TcpListener,
+    generated_admin_password: Option<String>,
+}
+
+/// Opens and migrates the database the configuration names, creating the
+/// data directory for SQLite.
+pub async fn open_store(config: &Config) -> Result<Store, StartError> {
+    if config.uses_sqlite() {
+        create_private_dir(&config.data_dir)?;
+    }
+    let options = StoreOptions {
+        max_connections: config.database_max_connections,
+        ..StoreOptions::default()
+    };
+    let store = Store::connect(&config.effective_database_url(), &options)
+        .await
+        .map_err(StartError::Database)?;
+    store.migrate().await.map_err(StartError::Migrate)?;
+    Ok(store)
+}
+
+impl Server {
+    /// Prepares everything, binds the listener, and returns without serving.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let store = open_store(&config).await?;
+        let secret = match &config.jwt_secret {
+            Some(secret) => secret.expose().as_bytes().to_vec(),
+            None => load_or_create_jwt_secret(&config.data_dir)?,
+        };
+        let auth = Auth::new(
+            store.clone(),
+            &secret,
+            &AuthSettings {
+                access_token_ttl: config.access_token_ttl(),
+                refresh_token_ttl: config.refresh_token_ttl(),
+                parallel_hashes: config.limits.parallel_password_hashes,
+                login_attempts: config.limits.login_attempts,
+                login_window: Duration::from_secs(config.limits.login_window_seconds),
+            },
+        );
+        let generated_admin_password = bootstrap_admin(&store, &auth, &config).await?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        Ok(Server {
+            state: AppState {
+                store,
+                auth,
+                config: Arc::new(config),
+            },
+            listener,
+            generated_admin_password,
+        })
+    }
+
+    /// Where the server listens (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("BUG: a bound listener has an address")
+    }
+
+    /// The password of `admin` when this start created it with a random one.
+    pub fn generated_admin_password(&self) -> Option<&str> {
+        self.generated_admin_password.as_deref()
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish
+    /// and stops the background tasks.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let sweeper = spawn_command_expiry(self.state.store.clone(), stop_rx);
+        let schema = graphql::schema(self.state.clone());
+        let app = http::router(self.state.clone(), schema);
+        tracing::info!(addr = %self.local_addr(), "ferrite is listening");
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        let _ = stop_tx.send(true);
+        let _ = sweeper.await;
+        self.state.store.close().await;
+        tracing::info!("ferrite stopped");
+        served
+    }
+}
+
+/// Marks commands EXPIRED once their deadline passes, every second.
+fn spawn_command_expiry(store: Store, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                // Shutdown: cancel-safe, nothing is in flight between ticks.
+                _ = stop.changed() => break,
+                // Next sweep: cancel-safe.
+                _ = tick.tick() => {
+                    match store.expire_commands().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(expired = n, "commands expired"),
+                        Err(err) => tracing::warn!(error = %err, "expiring commands failed"),
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Creates `dir` (and parents) if missing, owner-only on Unix.
+fn create_private_dir(dir: &Path) -> Result<(), StartError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|source| StartError::DataDir {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// Reads `<data_dir>/jwt-secret`, creating it (owner-only) with 64 random
+/// bytes on the first start.
+fn load_or_create_jwt_secret(data_dir: &Path) -> Result<Vec<u8>, StartError> {
+    use std::io::Write;
+    create_private_dir(data_dir)?;
+    let path = data_dir.join("jwt-secret");
+    let err = |source| StartError::Secret {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if secret.trim().len() >= 32 => return Ok(secret.trim().as_bytes().to_vec()),
+        Ok(_) => {
+            return Err(err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the file holds fewer than 32 bytes",
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let secret = auth::token::random_token(64);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&path).map_err(err)?;
+    file.write_all(secret.as_bytes()).map_err(err)?;
+    file.sync_all().map_err(err)?;
+    tracing::info!(path = %path.display(), "generated a new JWT signing secret");
+    Ok(secret.into_bytes())
+}
+
+/// On an empty database, creates `admin` with the configured password or a
+/// random one, which is returned so the caller can show it once.
+async fn bootstrap_admin(
+    store: &Store,
+    auth: &Auth,
+    config: &Config,
+) -> Result<Option<String>, StartError> {
+    if store.count_users().await.map_err(StartError::Bootstrap)? > 0 {
+        return Ok(None);
+    }
+    let (password, generated) = match &config.admin_password {
+        Some(password) => (password.expose().to_owned(), false),
+        None => (auth::token::random_token(18), true),
+    };
+    let hash = auth
+        .hasher()
+        .hash(password.clone())
+        .await
+        .map_err(StartError::Password)?;
+    match store.create_user(FIRST_ADMIN, hash, Role::Admin).await {
+        Ok(_) => {
+            tracing::info!(username = FIRST_ADMIN, "created the first administrator");
+            Ok(generated.then_some(password))
+        }
+        // Another node sharing the database got there first.
+        Err(StoreError::Conflict(_)) => Ok(None),
+        Err(err) => Err(StartError::Bootstrap(err)),
+    }
+}

@@ -1,0 +1,294 @@
+//! Queries on `devices`.
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, Set,
+};
+use serde_json::Value as Json;
+use uuid::Uuid;
+
+use super::{
+    Scope, Store, StoreError,
+    entity::{DeviceStatus, device},
+    is_unique_violation, now,
+    page::{Order, Page, PageArgs, fetch_page},
+    scoped,
+};
+
+/// Which devices a list returns; every set field must match.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    pub ids: Option<Vec<Uuid>>,
+    pub external_ids: Option<Vec<String>>,
+    pub types: Option<Vec<String>>,
+    pub locations: Option<Vec<String>>,
+    pub status: Option<Vec<DeviceStatus>>,
+}
+
+impl DeviceFilter {
+    fn condition(&self) -> Condition {
+        let mut all = Condition::all();
+        if let Some(ids) = &self.ids {
+            all = all.add(device::Column::Id.is_in(ids.iter().copied()));
+        }
+        if let Some(external_ids) = &self.external_ids {
+            all = all.add(device::Column::ExternalId.is_in(external_ids.iter().cloned()));
+        }
+        if let Some(types) = &self.types {
+            all = all.add(device::Column::Type.is_in(types.iter().cloned()));
+        }
+        if let Some(locations) = &self.locations {
+            all = all.add(device::Column::Location.is_in(locations.iter().cloned()));
+        }
+        if let Some(status) = &self.status {
+            all = all.add(device::Column::Status.is_in(status.iter().copied()));
+        }
+        all
+    }
+}
+
+/// A device as a gateway describes it when registering.
+#[derive(Debug, Clone)]
+pub struct DeviceRegistration {
+    pub external_id: String,
+    /// Kept as is on re-registration when `None`; defaults to the external id.
+    pub name: Option<String>,
+    /// Kept as is on re-registration when `None`; defaults to `generic`.
+    pub r#type: Option<String>,
+    pub location: Option<String>,
+    pub attributes: Option<Json>,
+    /// The connector session registering it, if any: the device is then ONLINE
+    /// and bound to that session.
+    pub connector_id: Option<String>,
+}
+
+/// Whether `register_device` created the device or updated an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    Created,
+    Updated,
+}
+
+/// A partial update: `None` leaves a field alone; `Some(None)` clears an
+/// optional one.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceUpdate {
+    pub name: Option<String>,
+    pub r#type: Option<String>,
+    pub location: Option<Option<String>>,
+    pub attributes: Option<Json>,
+}
+
+/// The type of a device registered without one.
+pub const DEFAULT_DEVICE_TYPE: &str = "generic";
+
+impl Store {
+    pub async fn device_by_id(&self, id: Uuid, scope: Scope) -> Result<device::Model, StoreError> {
+        scoped(
+            device::Entity::find_by_id(id),
+            scope,
+            device::Column::OwnerId,
+        )
+        .one(&self.db)
+        .await?
+        .ok_or(StoreError::NotFound)
+    }
+
+    /// A page of devices, oldest first.
+    pub async fn list_devices(
+        &self,
+        scope: Scope,
+        filter: &DeviceFilter,
+        args: PageArgs<Uuid>,
+        default_size: u64,
+    ) -> Result<Page<device::Model>, StoreError> {
+        let query = scoped(device::Entity::find(), scope, device::Column::OwnerId)
+            .filter(filter.condition());
+        fetch_page(
+            &self.db,
+            query,
+            device::Column::Id,
+            Order::Ascending,
+            args,
+            default_size,
+        )
+        .await
+    }
+
+    pub async fn count_devices(
+        &self,
+        scope: Scope,
+        filter: &DeviceFilter,
+    ) -> Result<u64, StoreError> {
+        Ok(
+            scoped(device::Entity::find(), scope, device::Column::OwnerId)
+                .filter(filter.condition())
+                .count(&self.db)
+                .await?,
+        )
+    }
+
+    /// Creates the device `owner` knows as `external_id`, or updates it if it
+    /// exists (an upsert keyed by owner and external id).
+    pub async fn register_device(
+        &self,
+        owner: Uuid,
+        registration: DeviceRegistration,
+    ) -> Result<(device::Model, RegisterOutcome), StoreError> {
+        // Two registrations of a new external id can race on PostgreSQL; the
+        // loser hits the unique index and retries as an update.
+        match self.try_register_device(owner, &registration).await {
+            Err(StoreError::Database(err)) if is_unique_violation(&err) => {
+                self.try_register_device(owner, &registration).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_register_device(
+        &self,
+        owner: Uuid,
+        registration: &DeviceRegistration,
+    ) -> Result<(device::Model, RegisterOutcome), StoreError> {
+        let tx = self.begin_write().await?;
+        let existing = device::Entity::find()
+            .filter(device::Column::OwnerId.eq(owner))
+            .filter(device::Column::ExternalId.eq(&registration.external_id))
+            .one(&tx)
+            .await?;
+        let at = now();
+        let (status, last_seen_at) = match &registration.connector_id {
+            Some(_) => (DeviceStatus::Online, Some(at)),
+            None => (DeviceStatus::Offline, None),
+        };
+        let (saved, outcome) = match existing {
+            Some(found) => {
+                let previous_last_seen = found.last_seen_at;
+                let mut model: device::ActiveModel = found.into();
+                if let Some(name) = &registration.name {
+                    model.name = Set(name.clone());
+                }
+                if let Some(kind) = &registration.r#type {
+                    model.r#type = Set(kind.clone());
+                }
+                if let Some(location) = &registration.location {
+                    model.location = Set(Some(location.clone()));
+                }
+                if let Some(attributes) = &registration.attributes {
+                    model.attributes = Set(attributes.clone());
+                }
+                model.status = Set(status);
+                model.connector_id = Set(registration.connector_id.clone());
+                model.last_seen_at = Set(last_seen_at.or(previous_last_seen));
+                model.updated_at = Set(at);
+                (model.update(&tx).await?, RegisterOutcome::Updated)
+            }
+            None => {
+                let model = device::ActiveModel {
+                    id: Set(Uuid::now_v7()),
+                    owner_id: Set(owner),
+                    external_id: Set(registration.external_id.clone()),
+                    name: Set(registration
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| registration.external_id.clone())),
+                    r#type: Set(registration
+                        .r#type
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_DEVICE_TYPE.to_owned())),
+                    location: Set(registration.location.clone()),
+                    attributes: Set(registration
+                        .attributes
+                        .clone()
+                        .unwrap_or_else(|| Json::Object(Default::default()))),
+                    status: Set(status),
+                    connector_id: Set(registration.connector_id.clone()),
+                    last_seen_at: Set(last_seen_at),
+                    created_at: Set(at),
+                    updated_at: Set(at),
+                };
+                (model.insert(&tx).await?, RegisterOutcome::Created)
+            }
+        };
+        tx.commit().await?;
+        Ok((saved, outcome))
+    }
+
+    pub async fn update_device(
+        &self,
+        id: Uuid,
+        scope: Scope,
+        update: DeviceUpdate,
+    ) -> Result<device::Model, StoreError> {
+        let tx = self.begin_write().await?;
+        let found = scoped(
+            device::Entity::find_by_id(id),
+            scope,
+            device::Column::OwnerId,
+        )
+        .one(&tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let mut model: device::ActiveModel = found.into();
+        if let Some(name) = update.name {
+            model.name = Set(name);
+        }
+        if let Some(kind) = update.r#type {
+            model.r#type = Set(kind);
+        }
+        if let Some(location) = update.location {
+            model.location = Set(location);
+        }
+        if let Some(attributes) = update.attributes {
+            model.attributes = Set(attributes);
+        }
+        model.updated_at = Set(now());
+        let saved = model.update(&tx).await?;
+        tx.commit().await?;
+        Ok(saved)
+    }
+
+    /// Takes a device off its gateway: DISCONNECTED and unbound, but kept.
+    pub async fn disconnect_device(
+        &self,
+        id: Uuid,
+        scope: Scope,
+    ) -> Result<device::Model, StoreError> {
+        let tx = self.begin_write().await?;
+        let found = scoped(
+            device::Entity::find_by_id(id),
+            scope,
+            device::Column::OwnerId,
+        )
+        .one(&tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let at = now();
+        let was_online = found.status == DeviceStatus::Online;
+        let mut model: device::ActiveModel = found.into();
+        model.status = Set(DeviceStatus::Disconnected);
+        model.connector_id = Set(None);
+        if was_online {
+            model.last_seen_at = Set(Some(at));
+        }
+        model.updated_at = Set(at);
+        let saved = model.update(&tx).await?;
+        tx.commit().await?;
+        Ok(saved)
+    }
+
+    /// Deletes a device with its events and commands (foreign keys cascade).
+    pub async fn delete_device(&self, id: Uuid, scope: Scope) -> Result<device::Model, StoreError> {
+        let tx = self.begin_write().await?;
+        let found = scoped(
+            device::Entity::find_by_id(id),
+            scope,
+            device::Column::OwnerId,
+        )
+        .one(&tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        device::Entity::delete_by_id(found.id).exec(&tx).await?;
+        tx.commit().await?;
+        Ok(found)
+    }
+}

@@ -1,0 +1,197 @@
+//! Storage: SeaORM entities and every query Ferrite runs.
+//!
+//! Nothing outside this module builds SQL. The same code runs on SQLite (the
+//! embedded default) and PostgreSQL; callers never learn which one is behind
+//! the [`Store`].
+//!
+//! Tenant isolation starts here: every read or write of devices, events and
+//! commands takes a [`Scope`], and a row outside it is reported as
+//! [`StoreError::NotFound`], exactly like a row that does not exist.
+//!
+//! # Layout
+//! - [`entity`]: the tables and the enums stored in them.
+//! - `users`, `api_keys`, `refresh_tokens`, `devices`, `events`, `commands`:
+//!   the queries of one table each, as methods on [`Store`].
+//! - `page`: keyset pagination shared by every list.
+
+pub mod entity;
+
+mod api_keys;
+mod commands;
+mod devices;
+mod events;
+mod page;
+mod refresh_tokens;
+mod users;
+
+use std::{path::Path, time::Duration};
+
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqlErr,
+    TransactionOptions, TransactionTrait,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
+use uuid::Uuid;
+
+pub use commands::CommandFilter;
+pub use commands::NewCommand;
+pub use devices::{DeviceFilter, DeviceRegistration, DeviceUpdate, RegisterOutcome};
+pub use events::{EventFilter, NewEvent};
+pub use page::{Page, PageArgs};
+pub use refresh_tokens::RotateOutcome;
+
+/// Which tenants' rows a caller may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every tenant (an ADMIN).
+    All,
+    /// Only rows owned by this user (a MEMBER).
+    Owner(Uuid),
+}
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row does not exist, or is outside the caller's scope.
+    #[error("not found")]
+    NotFound,
+    /// The write would break a uniqueness rule; the message says which.
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// The database failed; the cause is logged, never shown to clients.
+    #[error("database error")]
+    Database(#[source] DbErr),
+}
+
+impl From<DbErr> for StoreError {
+    fn from(err: DbErr) -> Self {
+        match err {
+            DbErr::RecordNotFound(_) => StoreError::NotFound,
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+/// True when the error is a unique-constraint violation.
+fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// Handle on the database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+/// Connection settings that are not in the URL.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Pool size. SQLite readers run in parallel in WAL mode; writers queue
+    /// behind `busy_timeout`.
+    pub max_connections: u32,
+    /// How long a SQLite writer waits for the lock before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Store {
+    /// The URL of the embedded SQLite database in `data_dir`.
+    pub fn sqlite_url(data_dir: &Path) -> String {
+        format!("sqlite://{}", data_dir.join("ferrite.db").display())
+    }
+
+    /// Opens the database at `url` (`sqlite://…` or `postgres://…`).
+    ///
+    /// SQLite is opened in WAL mode with foreign keys on, `synchronous=NORMAL`
+    /// and a busy timeout, and the file is created if missing.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        let mut connect = ConnectOptions::new(url.to_owned());
+        let busy_timeout = options.busy_timeout;
+        connect
+            .max_connections(options.max_connections)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30))
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(move |o| {
+                o.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(busy_timeout)
+            });
+        let db = Database::connect(connect).await?;
+        Ok(Store { db })
+    }
+
+    /// Runs every pending migration.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        use ferrite_migration::MigratorTrait;
+        ferrite_migration::Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.ping().await?;
+        Ok(())
+    }
+
+    /// Which database is behind the store.
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(self) {
+        if let Err(err) = self.db.close().await {
+            tracing::warn!(error = %err, "closing the database pool failed");
+        }
+    }
+
+    /// Begins a transaction that will write.
+    ///
+    /// On SQLite it is `BEGIN IMMEDIATE`: a deferred transaction that reads
+    /// and then writes fails with "database is locked" when another
+    /// connection writes in between, and the busy timeout cannot help it.
+    async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        let sqlite_transaction_mode = match self.backend() {
+            DbBackend::Sqlite => Some(sea_orm::SqliteTransactionMode::Immediate),
+            _ => None,
+        };
+        self.db
+            .begin_with_options(TransactionOptions {
+                isolation_level: None,
+                access_mode: None,
+                sqlite_transaction_mode,
+            })
+            .await
+    }
+}
+
+/// Applies a [`Scope`] to a query on a table with an owner column.
+fn scoped<Q, C>(query: Q, scope: Scope, owner_column: C) -> Q
+where
+    Q: sea_orm::QueryFilter,
+    C: sea_orm::ColumnTrait,
+{
+    match scope {
+        Scope::All => query,
+        Scope::Owner(owner) => query.filter(owner_column.eq(owner)),
+    }
+}
+
+/// The current time, truncated to microseconds so what is written and what is
+/// read back compare equal on both backends.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}
