@@ -237,7 +237,15 @@ async fn graphql_post(
             };
         }
     };
-    let request: async_graphql::Request = match serde_json::from_slice(&bytes) {
+    // serde would also read a struct from a JSON array; only an object is a
+    // GraphQL request (batches are not supported).
+    let is_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let parsed = if is_object {
+        serde_json::from_slice::<async_graphql::Request>(&bytes).map_err(|err| err.to_string())
+    } else {
+        Err("expected a JSON object".to_owned())
+    };
+    let request = match parsed {
         Ok(request) => request,
         Err(err) => {
             return error_response(
@@ -251,11 +259,23 @@ async fn graphql_post(
             );
         }
     };
+    if request.query.trim().is_empty() {
+        return missing_query(format);
+    }
     let context = match request_context(&state.app, &headers, client, format).await {
         Ok(context) => context,
         Err(response) => return response,
     };
     execute(&state, request, context, format).await
+}
+
+fn missing_query(format: Format) -> Response {
+    error_response(
+        format,
+        StatusCode::BAD_REQUEST,
+        "BAD_USER_INPUT",
+        "the request has no `query`",
+    )
 }
 
 async fn graphql_get(
@@ -291,6 +311,9 @@ async fn graphql_get(
             );
         }
     };
+    if request.query.trim().is_empty() {
+        return missing_query(format);
+    }
     if is_mutation(&mut request) {
         let mut response = error_response(
             format,

@@ -1,1 +1,363 @@
+//! Helpers for Ferrite's end-to-end tests: spawn the real server on a
+//! loopback port with a fresh database, and talk GraphQL to it over HTTP.
+//!
+//! # Layout
+//! - [`Backend`]: SQLite (a temp file) or PostgreSQL (a fresh database per
+//!   test on the cluster named by `FERRITE_TEST_POSTGRES_URL`).
+//! - [`TestApp`]: one running server and typed helpers for the calls most
+//!   tests make.
+//! - [`on_both_backends!`]: turns `async fn name(backend: Backend)` into one
+//!   test per backend.
+//!
+//! Logs stay silent unless `TEST_LOG` is set (to a `tracing` filter).
 
+use std::{net::SocketAddr, sync::Once};
+
+use ferrite_server::{
+    Server,
+    config::{Config, Secret},
+};
+use serde_json::{Value, json};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// The password of `admin` in every test server.
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+/// The JWT secret of every test server, so tests can forge tokens.
+pub const JWT_SECRET: &str = "test-jwt-secret-of-at-least-32-bytes!";
+/// The password of members created by [`TestApp::create_member`].
+pub const MEMBER_PASSWORD: &str = "member-password";
+
+/// Names the PostgreSQL server tests use: a URL to a database the tests may
+/// create databases from, e.g. `postgres://postgres@127.0.0.1:5433/postgres`.
+pub const POSTGRES_URL_VAR: &str = "FERRITE_TEST_POSTGRES_URL";
+
+/// Which database a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each listed `async fn name(backend: Backend)` as two tests,
+/// `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// A fresh database on the test PostgreSQL cluster, or a loud failure.
+async fn fresh_postgres_database() -> String {
+    use sea_orm::{ConnectionTrait, Database};
+    let admin_url = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{POSTGRES_URL_VAR} is not set: PostgreSQL tests need a server. \
+             Run ./scripts/test.sh, which starts a throwaway cluster, or point \
+             {POSTGRES_URL_VAR} at a PostgreSQL you may create databases on."
+        )
+    });
+    let name = format!("ferrite_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = Database::connect(&admin_url)
+        .await
+        .unwrap_or_else(|err| panic!("cannot connect to {admin_url}: {err}"));
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a test database");
+    admin.close().await.ok();
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("the PostgreSQL URL names a database");
+    format!("{base}/{name}")
+}
+
+/// A running server with a fresh database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub backend: Backend,
+    pub database_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+    _data_dir: tempfile::TempDir,
+}
+
+/// What a GraphQL call answered.
+#[derive(Debug)]
+pub struct GqlResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Value,
+}
+
+impl GqlResponse {
+    /// `data`, after checking there are no errors.
+    pub fn data(&self) -> &Value {
+        assert!(
+            self.body.get("errors").is_none(),
+            "unexpected errors (HTTP {}): {}",
+            self.status,
+            self.body
+        );
+        &self.body["data"]
+    }
+
+    /// The `extensions.code` of the first error; panics when there is none.
+    pub fn error_code(&self) -> &str {
+        self.body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| {
+                panic!(
+                    "expected an error with a code, got (HTTP {}): {}",
+                    self.status, self.body
+                )
+            })
+    }
+
+    pub fn error_message(&self) -> &str {
+        self.body["errors"][0]["message"].as_str().unwrap_or("")
+    }
+}
+
+impl TestApp {
+    /// A server with the default configuration.
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// A server whose configuration `adjust` may change first.
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        init_logging();
+        let data_dir = tempfile::tempdir().expect("a temp dir");
+        let database_url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", data_dir.path().join("ferrite.db").display()),
+            Backend::Postgres => fresh_postgres_database().await,
+        };
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            data_dir: data_dir.path().to_owned(),
+            database_url: Some(Secret::new(database_url.clone())),
+            jwt_secret: Some(Secret::new(JWT_SECRET)),
+            admin_password: Some(Secret::new(ADMIN_PASSWORD)),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        config.validate().expect("a valid test configuration");
+        let server = Server::start(config).await.expect("the server starts");
+        let addr = server.local_addr();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = stop.await;
+                })
+                .await
+                .expect("the server runs");
+        });
+        TestApp {
+            addr,
+            client: reqwest::Client::new(),
+            backend,
+            database_url,
+            shutdown: Some(shutdown),
+            handle: Some(handle),
+            _data_dir: data_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the server and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("the server task ends cleanly");
+        }
+    }
+
+    /// POSTs a GraphQL request.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> GqlResponse {
+        let body = json!({ "query": query, "variables": variables });
+        self.post_raw(token, "application/json", body.to_string())
+            .await
+    }
+
+    /// POSTs any body to `/graphql`.
+    pub async fn post_raw(
+        &self,
+        token: Option<&str>,
+        content_type: &str,
+        body: String,
+    ) -> GqlResponse {
+        let mut request = self
+            .client
+            .post(self.url("/graphql"))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Self::read(request.send().await.expect("the server answers")).await
+    }
+
+    pub async fn read(response: reqwest::Response) -> GqlResponse {
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = response.text().await.expect("a body");
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("expected JSON (HTTP {status}), got: {text}"));
+        GqlResponse {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    /// Logs in and returns the access token.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let response = self
+            .gql(
+                None,
+                "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { accessToken } }",
+                json!({ "u": username, "p": password }),
+            )
+            .await;
+        response.data()["login"]["accessToken"]
+            .as_str()
+            .expect("an access token")
+            .to_owned()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.login("admin", ADMIN_PASSWORD).await
+    }
+
+    /// Creates a MEMBER and returns its access token.
+    pub async fn create_member(&self, username: &str) -> String {
+        let admin = self.admin_token().await;
+        self.gql(
+            Some(&admin),
+            "mutation($u: String!, $p: String!) { createUser(input: {username: $u, password: $p}) { id } }",
+            json!({ "u": username, "p": MEMBER_PASSWORD }),
+        )
+        .await
+        .data();
+        self.login(username, MEMBER_PASSWORD).await
+    }
+
+    /// Creates an API key with `permission` for the token's user; returns the secret.
+    pub async fn create_api_key(&self, token: &str, permission: &str) -> String {
+        let response = self
+            .gql(
+                Some(token),
+                &format!(
+                    "mutation {{ createApiKey(name: \"test key\", permission: {permission}) {{ secret }} }}"
+                ),
+                json!({}),
+            )
+            .await;
+        response.data()["createApiKey"]["secret"]
+            .as_str()
+            .expect("a secret")
+            .to_owned()
+    }
+
+    /// Registers a device and returns its id.
+    pub async fn register_device(&self, token: &str, external_id: &str) -> String {
+        let response = self
+            .gql(
+                Some(token),
+                "mutation($e: String!) { registerDevice(input: {externalId: $e}) { id } }",
+                json!({ "e": external_id }),
+            )
+            .await;
+        response.data()["registerDevice"]["id"]
+            .as_str()
+            .expect("a device id")
+            .to_owned()
+    }
+
+    /// Publishes one event and returns its id.
+    pub async fn publish(
+        &self,
+        token: &str,
+        device_id: &str,
+        service: &str,
+        payload: Value,
+    ) -> String {
+        let response = self
+            .gql(
+                Some(token),
+                "mutation($i: EventInput!) { publishEvent(input: $i) { id } }",
+                json!({ "i": { "deviceId": device_id, "service": service, "payload": payload } }),
+            )
+            .await;
+        response.data()["publishEvent"]["id"]
+            .as_str()
+            .expect("an event id")
+            .to_owned()
+    }
+
+    /// How many events the token's scope sees.
+    pub async fn event_count(&self, token: &str) -> u64 {
+        self.gql(Some(token), "{ events { totalCount } }", json!({}))
+            .await
+            .data()["events"]["totalCount"]
+            .as_u64()
+            .expect("a count")
+    }
+
+    /// How many devices the token's scope sees.
+    pub async fn device_count(&self, token: &str) -> u64 {
+        self.gql(Some(token), "{ devices { totalCount } }", json!({}))
+            .await
+            .data()["devices"]["totalCount"]
+            .as_u64()
+            .expect("a count")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}

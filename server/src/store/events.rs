@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, Set,
-    TryInsertResult, sea_query::Query,
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter,
+    QuerySelect, Set, sea_query::Query,
 };
 use serde_json::Value as Json;
 use uuid::Uuid;
@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{
     Scope, Store, StoreError,
     entity::{device, event},
-    now,
+    is_unique_violation, now,
     page::{Order, Page, PageArgs, fetch_page},
     scoped,
 };
@@ -124,6 +124,22 @@ impl Store {
         scope: Scope,
         events: Vec<NewEvent>,
     ) -> Result<Vec<event::Model>, StoreError> {
+        // On PostgreSQL two publishers can race to store the same key; the
+        // loser's transaction hits the unique index, and its retry finds the
+        // winner's event. (SQLite writers are serialised by BEGIN IMMEDIATE.)
+        match self.try_insert_events(scope, events.clone()).await {
+            Err(StoreError::Database(err)) if is_unique_violation(&err) => {
+                self.try_insert_events(scope, events).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_insert_events(
+        &self,
+        scope: Scope,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<event::Model>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -150,31 +166,28 @@ impl Store {
         let received_at = now();
         let mut stored = Vec::with_capacity(events.len());
         for new in events {
-            let owner_id = owners[&new.device_id];
+            if let Some(key) = &new.idempotency_key {
+                let existing = event::Entity::find()
+                    .filter(event::Column::DeviceId.eq(new.device_id))
+                    .filter(event::Column::IdempotencyKey.eq(key))
+                    .one(&tx)
+                    .await?;
+                if let Some(existing) = existing {
+                    stored.push(existing);
+                    continue;
+                }
+            }
             let model = event::ActiveModel {
                 id: Default::default(),
                 device_id: Set(new.device_id),
-                owner_id: Set(owner_id),
+                owner_id: Set(owners[&new.device_id]),
                 service: Set(new.service),
                 payload: Set(new.payload),
                 occurred_at: Set(new.occurred_at),
                 received_at: Set(received_at),
-                idempotency_key: Set(new.idempotency_key.clone()),
+                idempotency_key: Set(new.idempotency_key),
             };
-            let inserted = event::Entity::insert(model)
-                .on_conflict_do_nothing_on([event::Column::DeviceId, event::Column::IdempotencyKey])
-                .exec_with_returning(&tx)
-                .await?;
-            let saved = match inserted {
-                TryInsertResult::Inserted(saved) => saved,
-                TryInsertResult::Conflicted | TryInsertResult::Empty => event::Entity::find()
-                    .filter(event::Column::DeviceId.eq(new.device_id))
-                    .filter(event::Column::IdempotencyKey.eq(new.idempotency_key))
-                    .one(&tx)
-                    .await?
-                    .ok_or(StoreError::NotFound)?,
-            };
-            stored.push(saved);
+            stored.push(model.insert(&tx).await?);
         }
         tx.commit().await?;
         Ok(stored)

@@ -1,0 +1,184 @@
+//! Commands over HTTP: queued PENDING, answered once, expired when unanswered.
+//! (Delivery to gateways comes with the WebSocket transport.)
+
+use std::time::{Duration, Instant};
+
+use ferrite_e2e::{Backend, TestApp, on_both_backends};
+use serde_json::json;
+
+on_both_backends!(
+    a_command_is_queued_and_answered_once,
+    an_unanswered_command_expires,
+    command_input_is_checked,
+);
+
+const SEND: &str = "mutation($i: SendCommandInput!) { sendCommand(input: $i) { id status service payload expiresAt result } }";
+const RESPOND: &str = "mutation($id: ID!, $ok: Boolean!, $r: JSON) { respondCommand(id: $id, success: $ok, result: $r) { id status result respondedAt } }";
+
+async fn a_command_is_queued_and_answered_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let device = app.register_device(&admin, "relay").await;
+    let sent = app
+        .gql(
+            Some(&admin),
+            SEND,
+            json!({"i": {"deviceId": device, "service": "set", "payload": {"on": true}}}),
+        )
+        .await;
+    let command = &sent.data()["sendCommand"];
+    assert_eq!(command["status"], "PENDING");
+    assert_eq!(command["payload"], json!({"on": true}));
+    let id = command["id"].clone();
+
+    let answered = app
+        .gql(
+            Some(&admin),
+            RESPOND,
+            json!({"id": id, "ok": true, "r": {"state": "on"}}),
+        )
+        .await;
+    assert_eq!(answered.data()["respondCommand"]["status"], "SUCCEEDED");
+    assert_eq!(
+        answered.data()["respondCommand"]["result"],
+        json!({"state": "on"})
+    );
+
+    let again = app
+        .gql(
+            Some(&admin),
+            RESPOND,
+            json!({"id": id, "ok": false, "r": null}),
+        )
+        .await;
+    assert_eq!(again.error_code(), "CONFLICT");
+    let read = app
+        .gql(
+            Some(&admin),
+            "query($id: ID!) { command(id: $id) { status result } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(
+        read.data()["command"],
+        json!({"status": "SUCCEEDED", "result": {"state": "on"}})
+    );
+
+    // A failure is recorded as such; listing filters by status, newest first.
+    let second = app
+        .gql(
+            Some(&admin),
+            SEND,
+            json!({"i": {"deviceId": device, "service": "reboot"}}),
+        )
+        .await;
+    let second_id = second.data()["sendCommand"]["id"].clone();
+    app.gql(
+        Some(&admin),
+        RESPOND,
+        json!({"id": second_id, "ok": false, "r": "busy"}),
+    )
+    .await
+    .data();
+    let listed = app
+        .gql(Some(&admin), "{ commands { totalCount nodes { service status } } failed: commands(filter: {statuses: [FAILED]}) { totalCount } }", json!({}))
+        .await;
+    assert_eq!(
+        listed.data()["commands"],
+        json!({"totalCount": 2, "nodes": [{"service": "reboot", "status": "FAILED"}, {"service": "set", "status": "SUCCEEDED"}]})
+    );
+    assert_eq!(listed.data()["failed"]["totalCount"], 1);
+
+    // Another member cannot see or answer it.
+    let mallory = app.create_member("mallory").await;
+    let foreign = app
+        .gql(
+            Some(&mallory),
+            RESPOND,
+            json!({"id": id, "ok": true, "r": null}),
+        )
+        .await;
+    assert_eq!(foreign.error_code(), "NOT_FOUND");
+    let foreign_read = app
+        .gql(
+            Some(&mallory),
+            "query($id: ID!) { command(id: $id) { id } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(foreign_read.error_code(), "NOT_FOUND");
+}
+
+async fn an_unanswered_command_expires(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let device = app.register_device(&admin, "sleepy").await;
+    let sent = app
+        .gql(
+            Some(&admin),
+            SEND,
+            json!({"i": {"deviceId": device, "service": "wake", "timeoutSeconds": 1}}),
+        )
+        .await;
+    let id = sent.data()["sendCommand"]["id"].clone();
+
+    // The expiry sweeper runs every second; poll rather than assume a timing.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let read = app
+            .gql(
+                Some(&admin),
+                "query($id: ID!) { command(id: $id) { status } }",
+                json!({"id": id}),
+            )
+            .await;
+        if read.data()["command"]["status"] == "EXPIRED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the command never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let late = app
+        .gql(
+            Some(&admin),
+            RESPOND,
+            json!({"id": id, "ok": true, "r": null}),
+        )
+        .await;
+    assert_eq!(late.error_code(), "CONFLICT");
+}
+
+async fn command_input_is_checked(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let device = app.register_device(&admin, "d").await;
+    for input in [
+        json!({"deviceId": device, "service": "s", "timeoutSeconds": 0}),
+        json!({"deviceId": device, "service": "s", "timeoutSeconds": 999_999_999}),
+        json!({"deviceId": device, "service": ""}),
+        json!({"deviceId": "nope", "service": "s"}),
+    ] {
+        let response = app.gql(Some(&admin), SEND, json!({"i": input})).await;
+        assert_eq!(response.error_code(), "BAD_USER_INPUT", "{input}");
+    }
+    let unknown = app
+        .gql(
+            Some(&admin),
+            SEND,
+            json!({"i": {"deviceId": uuid::Uuid::new_v4().to_string(), "service": "s"}}),
+        )
+        .await;
+    assert_eq!(unknown.error_code(), "NOT_FOUND");
+    let respond_unknown = app
+        .gql(
+            Some(&admin),
+            RESPOND,
+            json!({"id": uuid::Uuid::new_v4().to_string(), "ok": true, "r": null}),
+        )
+        .await;
+    assert_eq!(respond_unknown.error_code(), "NOT_FOUND");
+    let listed = app
+        .gql(Some(&admin), "{ commands { totalCount } }", json!({}))
+        .await;
+    assert_eq!(listed.data()["commands"]["totalCount"], 0);
+}

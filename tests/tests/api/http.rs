@@ -1,0 +1,258 @@
+//! GraphQL over HTTP: media types, GET, GraphiQL, malformed bodies, limits,
+//! introspection and health.
+
+use ferrite_e2e::{Backend, TestApp, on_both_backends};
+use serde_json::json;
+
+on_both_backends!(
+    a_malformed_body_is_bad_user_input_and_changes_nothing,
+    a_query_that_is_not_graphql_is_bad_user_input,
+    graphql_response_json_gets_400_for_request_errors,
+    get_runs_queries_but_not_mutations,
+    a_browser_gets_graphiql,
+    an_oversized_body_is_refused,
+    introspection_works_within_the_query_limits,
+    a_too_deep_query_is_refused,
+    health_and_readiness_answer,
+);
+
+async fn a_malformed_body_is_bad_user_input_and_changes_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    app.register_device(&admin, "d").await;
+    for body in [
+        "{not json",
+        "",
+        "[]",
+        "42",
+        r#"{"variables": {}}"#,
+        r#"{"query": ""}"#,
+        r#"{"query": 5}"#,
+        r#"[{"query": "{ __typename }"}]"#,
+    ] {
+        let response = app
+            .post_raw(Some(&admin), "application/json", body.to_owned())
+            .await;
+        assert_eq!(response.status, 400, "body {body:?}: {:?}", response.body);
+        assert_eq!(response.error_code(), "BAD_USER_INPUT", "body {body:?}");
+    }
+    let wrong_type = app
+        .post_raw(
+            Some(&admin),
+            "text/plain",
+            json!({"query": "{ __typename }"}).to_string(),
+        )
+        .await;
+    assert_eq!(wrong_type.status, 415);
+    assert_eq!(wrong_type.error_code(), "BAD_USER_INPUT");
+    assert_eq!(app.device_count(&admin).await, 1);
+}
+
+async fn a_query_that_is_not_graphql_is_bad_user_input(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    for query in [
+        "SELECT * FROM devices",
+        "{ devices { nosuchfield } }",
+        "mutation { registerDevice(input: {}) { id } }",
+        "{ devices(first: \"ten\") { totalCount } }",
+        "{",
+    ] {
+        let response = app.gql(Some(&admin), query, json!({})).await;
+        assert_eq!(response.status, 200, "{query}");
+        assert_eq!(response.error_code(), "BAD_USER_INPUT", "{query}");
+        assert!(
+            response.body.get("data").is_none_or(|d| d.is_null()),
+            "{query}"
+        );
+    }
+    let wrong_variable = app
+        .gql(
+            Some(&admin),
+            "query($n: Int) { devices(first: $n) { totalCount } }",
+            json!({"n": "many"}),
+        )
+        .await;
+    assert_eq!(wrong_variable.error_code(), "BAD_USER_INPUT");
+    assert_eq!(app.device_count(&admin).await, 0);
+}
+
+async fn graphql_response_json_gets_400_for_request_errors(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let send = |query: &str| {
+        app.client
+            .post(app.url("/graphql"))
+            .header("content-type", "application/json")
+            .header("accept", "application/graphql-response+json")
+            .body(json!({"query": query}).to_string())
+            .send()
+    };
+    let invalid = TestApp::read(send("{ nosuchfield }").await.unwrap()).await;
+    assert_eq!(invalid.status, 400);
+    assert_eq!(invalid.content_type, "application/graphql-response+json");
+    assert!(invalid.body.get("data").is_none());
+    assert_eq!(invalid.error_code(), "BAD_USER_INPUT");
+    let fine = TestApp::read(send("{ __typename }").await.unwrap()).await;
+    assert_eq!(fine.status, 200);
+    assert_eq!(fine.content_type, "application/graphql-response+json");
+    // A field error is not a request error.
+    let field_error = TestApp::read(send("{ me { permission } }").await.unwrap()).await;
+    assert_eq!(field_error.status, 200);
+    assert_eq!(field_error.error_code(), "UNAUTHENTICATED");
+}
+
+async fn get_runs_queries_but_not_mutations(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let query = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[
+            (
+                "query",
+                "query($f: Int) { devices(first: $f) { totalCount } }",
+            ),
+            ("variables", "{\"f\": 3}"),
+        ])
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    let query = TestApp::read(query).await;
+    assert_eq!(query.data()["devices"]["totalCount"], 0);
+
+    let mutation = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[(
+            "query",
+            "mutation { registerDevice(input: {externalId: \"x\"}) { id } }",
+        )])
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mutation.headers()["allow"], "POST");
+    let mutation = TestApp::read(mutation).await;
+    assert_eq!(mutation.status, 405);
+    assert_eq!(mutation.error_code(), "BAD_USER_INPUT");
+    assert_eq!(app.device_count(&admin).await, 0);
+
+    let garbage = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[("query", "{ __typename }"), ("variables", "{not json")])
+        .send()
+        .await
+        .unwrap();
+    let garbage = TestApp::read(garbage).await;
+    assert_eq!(garbage.status, 400);
+    assert_eq!(garbage.error_code(), "BAD_USER_INPUT");
+}
+
+async fn a_browser_gets_graphiql(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let page = app
+        .client
+        .get(app.url("/graphql"))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("graphiql"), "{html}");
+}
+
+async fn an_oversized_body_is_refused(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.limits.body_bytes = 64 * 1024;
+        config.limits.payload_bytes = 32 * 1024;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let body =
+        json!({"query": "{ __typename }", "variables": {"pad": "p".repeat(70 * 1024)}}).to_string();
+    let response = app.post_raw(Some(&admin), "application/json", body).await;
+    assert_eq!(response.status, 413);
+    assert_eq!(response.error_code(), "BAD_USER_INPUT");
+    // The server is still healthy.
+    app.gql(Some(&admin), "{ __typename }", json!({}))
+        .await
+        .data();
+}
+
+/// GraphiQL's introspection query: deep, and it must pass the depth and
+/// complexity limits (async-graphql issue 1696).
+const INTROSPECTION: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } }
+}
+"#;
+
+async fn introspection_works_within_the_query_limits(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let response = app.gql(None, INTROSPECTION, json!({})).await;
+    let types = response.data()["__schema"]["types"].as_array().unwrap();
+    for name in [
+        "Device",
+        "Event",
+        "Command",
+        "DateTime",
+        "JSON",
+        "DeviceConnection",
+    ] {
+        assert!(
+            types.iter().any(|t| t["name"] == name),
+            "{name} missing from introspection"
+        );
+    }
+}
+
+async fn a_too_deep_query_is_refused(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| config.limits.query_depth = 3).await;
+    let admin = app.admin_token().await;
+    let deep = app
+        .gql(
+            Some(&admin),
+            "{ events { edges { node { device { name } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(deep.error_code(), "BAD_USER_INPUT");
+    app.gql(Some(&admin), "{ me { permission } }", json!({}))
+        .await
+        .data();
+}
+
+async fn health_and_readiness_answer(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    app.stop().await;
+}

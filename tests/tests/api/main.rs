@@ -1,0 +1,9 @@
+//! End-to-end tests of the GraphQL API over HTTP, against the real server on
+//! a loopback port, on SQLite and on PostgreSQL. One binary with a module per
+//! area, so the test suite links once.
+
+mod auth;
+mod commands;
+mod devices;
+mod events;
+mod http;
