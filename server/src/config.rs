@@ -178,7 +178,7 @@ pub struct Overrides {
 pub enum ConfigError {
     #[error("configuration file {0} does not exist")]
     MissingFile(PathBuf),
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(#[from] Box<figment::Error>),
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -218,9 +218,11 @@ impl Config {
         }
         let env = Env::prefixed("FERRITE_")
             .filter(|key| {
-                ENV_KEYS.iter().any(|top| {
-                    key.as_str() == *top || key.as_str().starts_with(&format!("{top}__"))
-                })
+                // Keys arrive in the variable's case: FERRITE_LIMITS__… → LIMITS__….
+                let key = key.as_str().to_ascii_lowercase();
+                ENV_KEYS
+                    .iter()
+                    .any(|top| key == *top || key.starts_with(&format!("{top}__")))
             })
             .split("__");
         let config: Config = figment
