@@ -355,6 +355,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_holds_exactly_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferrite.example.toml");
+        let (loaded, file) = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(file.as_deref(), Some(path.as_path()));
+        let defaults = Config::default();
+        assert_eq!(format!("{loaded:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let config = Config {
             jwt_secret: Some(Secret::new("super-secret-value-of-32-bytes!!")),

@@ -7,3 +7,4 @@ mod commands;
 mod devices;
 mod events;
 mod http;
+mod readme;
