@@ -189,59 +189,74 @@ fn users_and_keys_are_managed_from_the_command_line() {
     assert!(!nobody.status.success());
 }
 
+/// One configuration mistake and what its error must name.
+struct Case {
+    file: &'static str,
+    env: &'static [(&'static str, &'static str)],
+    flags: &'static [&'static str],
+    names: &'static str,
+}
+
+impl Case {
+    const fn file(file: &'static str, names: &'static str) -> Self {
+        Case {
+            file,
+            env: &[],
+            flags: &[],
+            names,
+        }
+    }
+
+    const fn env(env: &'static [(&'static str, &'static str)], names: &'static str) -> Self {
+        Case {
+            file: "",
+            env,
+            flags: &[],
+            names,
+        }
+    }
+}
+
 /// Every configuration mistake is refused before anything starts, with a
 /// message naming it.
 #[test]
 fn bad_configuration_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
-        ("lisen = \"0.0.0.0:1\"\n", vec![], vec![], "lisen"),
-        ("listen = \n", vec![], vec![], "bad.toml"),
-        ("listen = \"nowhere\"\n", vec![], vec![], "listen"),
-        (
-            "[limits]\npayload_bytes = \"big\"\n",
-            vec![],
-            vec![],
-            "payload_bytes",
-        ),
-        (
+    let cases = [
+        Case::file("lisen = \"0.0.0.0:1\"\n", "lisen"),
+        Case::file("listen = \n", "bad.toml"),
+        Case::file("listen = \"nowhere\"\n", "listen"),
+        Case::file("[limits]\npayload_bytes = \"big\"\n", "payload_bytes"),
+        Case::file(
             "[limits]\npayload_bytes = 99999999\n",
-            vec![],
-            vec![],
             "limits.payload_bytes",
         ),
-        ("jwt_secret = \"short\"\n", vec![], vec![], "jwt_secret"),
-        (
-            "database_url = \"mysql://x\"\n",
-            vec![],
-            vec![],
-            "database_url",
-        ),
-        (
-            "",
-            vec![("FERRITE_LIMITS__PAYLOAD_BYTES", "abc")],
-            vec![],
-            "payload_bytes",
-        ),
-        ("", vec![("FERRITE_LISTEN", "garbage")], vec![], "listen"),
-        (
-            "",
-            vec![("FERRITE_ADMIN_PASSWORD", "short")],
-            vec![],
-            "admin_password",
-        ),
-        ("", vec![], vec!["--log", "[[[not a filter"], "log filter"),
+        Case::file("jwt_secret = \"short\"\n", "jwt_secret"),
+        Case::file("database_url = \"mysql://x\"\n", "database_url"),
+        Case::env(&[("FERRITE_LIMITS__PAYLOAD_BYTES", "abc")], "payload_bytes"),
+        Case::env(&[("FERRITE_LISTEN", "garbage")], "listen"),
+        Case::env(&[("FERRITE_ADMIN_PASSWORD", "short")], "admin_password"),
+        Case {
+            flags: &["--log", "[[[not a filter"],
+            ..Case::file("", "log filter")
+        },
     ];
-    for (contents, env, flags, expected) in cases {
+    for Case {
+        file: contents,
+        env,
+        flags,
+        names: expected,
+    } in cases
+    {
         std::fs::write(&file, contents).unwrap();
         let mut command = ferrite(dir.path());
         command
             .arg("--config")
             .arg(&file)
-            .args(&flags)
+            .args(flags)
             .arg("migrate");
-        for (key, value) in &env {
+        for (key, value) in env {
             command.env(key, value);
         }
         let output = run(&mut command);
