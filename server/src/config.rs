@@ -73,6 +73,47 @@ pub struct Config {
     pub database_max_connections: u32,
     pub limits: Limits,
     pub commands: CommandSettings,
+    pub ingest: IngestConfig,
+    pub bus: BusConfig,
+}
+
+/// The group-commit writer of events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Most events in one transaction.
+    pub batch_events: usize,
+    /// How long a batch that is not full waits for more publishes, in
+    /// microseconds. 0: commit what has queued up at once (publishes that
+    /// arrive during a commit still share the next one).
+    pub linger_micros: u64,
+    /// Publishes that may wait for the writer; beyond this, publishers wait.
+    pub queue: usize,
+}
+
+/// The in-memory fan-out to live subscribers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// Messages each ring holds; a subscriber further behind catches up from
+    /// the database.
+    pub capacity: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            batch_events: 2000,
+            linger_micros: 0,
+            queue: 10_000,
+        }
+    }
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self { capacity: 4096 }
+    }
 }
 
 /// Bounds on what clients can make big.
@@ -128,6 +169,8 @@ impl Default for Config {
             database_max_connections: 8,
             limits: Limits::default(),
             commands: CommandSettings::default(),
+            ingest: IngestConfig::default(),
+            bus: BusConfig::default(),
         }
     }
 }
@@ -198,6 +241,8 @@ const ENV_KEYS: &[&str] = &[
     "database_max_connections",
     "limits",
     "commands",
+    "ingest",
+    "bus",
 ];
 
 impl Config {
@@ -320,6 +365,14 @@ impl Config {
     /// Whether the database is the embedded SQLite one.
     pub fn uses_sqlite(&self) -> bool {
         self.effective_database_url().starts_with("sqlite:")
+    }
+
+    pub fn ingest_settings(&self) -> crate::ingest::IngestSettings {
+        crate::ingest::IngestSettings {
+            batch_events: self.ingest.batch_events,
+            linger: Duration::from_micros(self.ingest.linger_micros),
+            queue: self.ingest.queue,
+        }
     }
 
     pub fn access_token_ttl(&self) -> Duration {

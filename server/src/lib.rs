@@ -18,6 +18,8 @@
 
 /// Passwords, tokens, API keys, principals and permissions.
 pub mod auth;
+/// Fan-out of committed events to live subscribers.
+pub mod bus;
 /// The `ferrite` command line.
 pub mod cli;
 /// Configuration from file, environment and flags.
@@ -26,6 +28,8 @@ pub mod config;
 pub mod graphql;
 /// The axum router: `/graphql`, GraphiQL, health.
 pub mod http;
+/// The group-commit writer of events.
+pub mod ingest;
 /// SeaORM entities and every query.
 pub mod store;
 
@@ -42,7 +46,9 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{
     auth::{Auth, AuthSettings},
+    bus::Bus,
     config::Config,
+    ingest::Ingest,
     store::{Store, StoreError, StoreOptions, entity::Role},
 };
 
@@ -51,6 +57,8 @@ use crate::{
 pub struct AppState {
     pub store: Store,
     pub auth: Auth,
+    pub bus: Bus,
+    pub ingest: Ingest,
     pub config: Arc<Config>,
 }
 
@@ -81,6 +89,7 @@ pub struct Server {
     state: AppState,
     listener: TcpListener,
     generated_admin_password: Option<String>,
+    ingest_writer: JoinHandle<()>,
 }
 
 /// Opens and migrates the database the configuration names, creating the
@@ -127,14 +136,20 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        let bus = Bus::new(config.bus.capacity);
+        let (ingest, ingest_writer) =
+            Ingest::spawn(store.clone(), bus.clone(), config.ingest_settings());
         Ok(Server {
             state: AppState {
                 store,
                 auth,
+                bus,
+                ingest,
                 config: Arc::new(config),
             },
             listener,
             generated_admin_password,
+            ingest_writer,
         })
     }
 
@@ -150,23 +165,37 @@ impl Server {
         self.generated_admin_password.as_deref()
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish
-    /// and stops the background tasks.
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish,
+    /// commits what the ingest writer still holds, and stops the background
+    /// tasks.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+        let addr = self.local_addr();
+        let Server {
+            state,
+            listener,
+            ingest_writer,
+            ..
+        } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let sweeper = spawn_command_expiry(self.state.store.clone(), stop_rx);
-        let schema = graphql::schema(self.state.clone());
-        let app = http::router(self.state.clone(), schema);
-        tracing::info!(addr = %self.local_addr(), "ferrite is listening");
+        let sweeper = spawn_command_expiry(state.store.clone(), stop_rx);
+        let store = state.store.clone();
+        let schema = graphql::schema(state.clone());
+        let app = http::router(state, schema);
+        tracing::info!(%addr, "ferrite is listening");
         let served = axum::serve(
-            self.listener,
+            listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await;
+        // The router (and with it every state handle) is gone: the ingest
+        // queue closes, and the writer commits what is left and stops.
+        if let Err(err) = ingest_writer.await {
+            tracing::error!(error = %err, "the ingest writer failed");
+        }
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
-        self.state.store.close().await;
+        store.close().await;
         tracing::info!("ferrite stopped");
         served
     }

@@ -13,8 +13,9 @@ use super::{
 };
 use crate::{
     config::Limits,
+    ingest::IngestError,
     store::{
-        self, NewEvent,
+        self, NewEvent, StoredEvent,
         entity::{Permission, event},
     },
 };
@@ -173,6 +174,14 @@ impl EventQuery {
     }
 }
 
+fn stored_or_error(result: Result<Vec<StoredEvent>, IngestError>) -> ApiResult<Vec<StoredEvent>> {
+    match result {
+        Ok(stored) => Ok(stored),
+        Err(IngestError::Store(err)) => Err(err).or_not_found("device"),
+        Err(err @ IngestError::ShuttingDown) => Err(ApiError::internal(&err)),
+    }
+}
+
 #[derive(Default)]
 pub struct EventMutation;
 
@@ -183,15 +192,12 @@ impl EventMutation {
         let caller = principal(ctx, Permission::Write)?;
         let app = state(ctx);
         let new = input.into_store(&app.config.limits)?;
-        let stored = app
-            .store
-            .insert_events(caller.scope(), vec![new])
-            .await
-            .or_not_found("device")?;
+        let stored = app.ingest.publish(caller.scope(), vec![new]).await;
+        let stored = stored_or_error(stored)?;
         stored
             .into_iter()
             .next()
-            .map(Event)
+            .map(|s| Event(s.event))
             .ok_or(ApiError::Internal)
     }
 
@@ -222,11 +228,7 @@ impl EventMutation {
                 })
             })
             .collect::<ApiResult<Vec<_>>>()?;
-        let stored = app
-            .store
-            .insert_events(caller.scope(), events)
-            .await
-            .or_not_found("device")?;
-        Ok(stored.into_iter().map(Event).collect())
+        let stored = stored_or_error(app.ingest.publish(caller.scope(), events).await)?;
+        Ok(stored.into_iter().map(|s| Event(s.event)).collect())
     }
 }

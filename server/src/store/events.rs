@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter,
-    QuerySelect, Set, sea_query::Query,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, sea_query::Query,
 };
 use serde_json::Value as Json;
 use uuid::Uuid;
@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{
     Scope, Store, StoreError,
     entity::{device, event},
-    is_unique_violation, now,
+    now,
     page::{Order, Page, PageArgs, fetch_page},
     scoped,
 };
@@ -113,83 +113,226 @@ impl Store {
             .await?)
     }
 
-    /// Stores events in one transaction and returns them in input order.
+    /// Stores the events of several publishers in one transaction (a group
+    /// commit) and returns, per job, its events in input order or why none of
+    /// them were stored.
     ///
-    /// All or nothing: if any device is unknown or outside `scope`, nothing
-    /// is stored and the error is `NotFound`. Events whose idempotency key was
-    /// seen before for their device are not stored again; the stored event is
-    /// returned in their place.
-    pub async fn insert_events(
+    /// A job is all or nothing: if any of its devices is unknown or outside its
+    /// scope, the job gets `NotFound` and stores nothing, while the other jobs
+    /// of the batch are stored. An event whose idempotency key was seen before
+    /// for its device is not stored again: the stored event stands in for it
+    /// (with `fresh: false`). A database error fails the whole batch.
+    ///
+    /// On PostgreSQL the transaction first takes an advisory lock, so batches
+    /// from every node commit one at a time and event ids become visible in
+    /// increasing order: a reader that has seen id N has seen every id below.
+    pub async fn insert_event_batch(
         &self,
-        scope: Scope,
-        events: Vec<NewEvent>,
-    ) -> Result<Vec<event::Model>, StoreError> {
-        // On PostgreSQL two publishers can race to store the same key; the
-        // loser's transaction hits the unique index, and its retry finds the
-        // winner's event. (SQLite writers are serialised by BEGIN IMMEDIATE.)
-        match self.try_insert_events(scope, events.clone()).await {
-            Err(StoreError::Database(err)) if is_unique_violation(&err) => {
-                self.try_insert_events(scope, events).await
-            }
-            other => other,
-        }
-    }
-
-    async fn try_insert_events(
-        &self,
-        scope: Scope,
-        events: Vec<NewEvent>,
-    ) -> Result<Vec<event::Model>, StoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
+        jobs: &[EventJob],
+    ) -> Result<Vec<Result<Vec<StoredEvent>, StoreError>>, StoreError> {
         let tx = self.begin_write().await?;
+        if self.backend() == DbBackend::Postgres {
+            tx.execute_unprepared(&format!(
+                "SELECT pg_advisory_xact_lock({EVENT_COMMIT_LOCK})"
+            ))
+            .await?;
+        }
 
-        let mut device_ids: Vec<Uuid> = events.iter().map(|e| e.device_id).collect();
+        // Every device the batch names, with its owner and location.
+        let mut device_ids: Vec<Uuid> = jobs
+            .iter()
+            .flat_map(|job| job.events.iter().map(|e| e.device_id))
+            .collect();
         device_ids.sort_unstable();
         device_ids.dedup();
-        let owners: HashMap<Uuid, Uuid> =
-            scoped(device::Entity::find(), scope, device::Column::OwnerId)
-                .filter(device::Column::Id.is_in(device_ids.iter().copied()))
+        let mut devices: HashMap<Uuid, (Uuid, Option<String>)> = HashMap::new();
+        for chunk in device_ids.chunks(INSERT_CHUNK) {
+            let rows = device::Entity::find()
+                .filter(device::Column::Id.is_in(chunk.iter().copied()))
                 .select_only()
                 .column(device::Column::Id)
                 .column(device::Column::OwnerId)
-                .into_tuple::<(Uuid, Uuid)>()
+                .column(device::Column::Location)
+                .into_tuple::<(Uuid, Uuid, Option<String>)>()
                 .all(&tx)
-                .await?
-                .into_iter()
-                .collect();
-        if owners.len() != device_ids.len() {
-            return Err(StoreError::NotFound);
+                .await?;
+            devices.extend(
+                rows.into_iter()
+                    .map(|(id, owner, location)| (id, (owner, location))),
+            );
         }
+        let visible = |scope: Scope, device_id: &Uuid| match (scope, devices.get(device_id)) {
+            (_, None) => false,
+            (Scope::All, Some(_)) => true,
+            (Scope::Owner(owner), Some((device_owner, _))) => owner == *device_owner,
+        };
+        let accepted: Vec<bool> = jobs
+            .iter()
+            .map(|job| job.events.iter().all(|e| visible(job.scope, &e.device_id)))
+            .collect();
 
-        let received_at = now();
-        let mut stored = Vec::with_capacity(events.len());
-        for new in events {
-            if let Some(key) = &new.idempotency_key {
-                let existing = event::Entity::find()
-                    .filter(event::Column::DeviceId.eq(new.device_id))
-                    .filter(event::Column::IdempotencyKey.eq(key))
-                    .one(&tx)
-                    .await?;
-                if let Some(existing) = existing {
-                    stored.push(existing);
-                    continue;
+        // Events stored before under the same (device, idempotency key).
+        let mut known: HashMap<(Uuid, String), event::Model> = HashMap::new();
+        let keyed: Vec<(Uuid, String)> = jobs
+            .iter()
+            .zip(&accepted)
+            .filter(|(_, ok)| **ok)
+            .flat_map(|(job, _)| job.events.iter())
+            .filter_map(|e| e.idempotency_key.clone().map(|key| (e.device_id, key)))
+            .collect();
+        for chunk in keyed.chunks(INSERT_CHUNK) {
+            let rows = event::Entity::find()
+                .filter(event::Column::DeviceId.is_in(chunk.iter().map(|(d, _)| *d)))
+                .filter(event::Column::IdempotencyKey.is_in(chunk.iter().map(|(_, k)| k.clone())))
+                .all(&tx)
+                .await?;
+            for row in rows {
+                if let Some(key) = row.idempotency_key.clone() {
+                    known.insert((row.device_id, key), row);
                 }
             }
-            let model = event::ActiveModel {
-                id: Default::default(),
-                device_id: Set(new.device_id),
-                owner_id: Set(owners[&new.device_id]),
-                service: Set(new.service),
-                payload: Set(new.payload),
-                occurred_at: Set(new.occurred_at),
-                received_at: Set(received_at),
-                idempotency_key: Set(new.idempotency_key),
-            };
-            stored.push(model.insert(&tx).await?);
+        }
+
+        // Which input becomes which stored row: an existing one, or a new one
+        // (a key repeated within the batch is inserted once).
+        enum Slot {
+            Existing(event::Model),
+            New(usize),
+        }
+        let received_at = now();
+        let mut fresh: Vec<event::ActiveModel> = Vec::new();
+        let mut first_in_batch: HashMap<(Uuid, String), usize> = HashMap::new();
+        let mut slots: Vec<Option<Vec<Slot>>> = Vec::with_capacity(jobs.len());
+        for (job, ok) in jobs.iter().zip(&accepted) {
+            if !ok {
+                slots.push(None);
+                continue;
+            }
+            let mut job_slots = Vec::with_capacity(job.events.len());
+            for new in &job.events {
+                let key = new.idempotency_key.clone().map(|k| (new.device_id, k));
+                if let Some(existing) = key.as_ref().and_then(|k| known.get(k)) {
+                    job_slots.push(Slot::Existing(existing.clone()));
+                    continue;
+                }
+                if let Some(index) = key.as_ref().and_then(|k| first_in_batch.get(k)) {
+                    job_slots.push(Slot::New(*index));
+                    continue;
+                }
+                if let Some(key) = key {
+                    first_in_batch.insert(key, fresh.len());
+                }
+                job_slots.push(Slot::New(fresh.len()));
+                fresh.push(event::ActiveModel {
+                    id: Default::default(),
+                    device_id: Set(new.device_id),
+                    owner_id: Set(devices[&new.device_id].0),
+                    service: Set(new.service.clone()),
+                    payload: Set(new.payload.clone()),
+                    occurred_at: Set(new.occurred_at),
+                    received_at: Set(received_at),
+                    idempotency_key: Set(new.idempotency_key.clone()),
+                });
+            }
+            slots.push(Some(job_slots));
+        }
+
+        // Ids are assigned in row order; RETURNING need not keep that order
+        // (SQLite says so), so sort by id to line rows up with their inputs.
+        let mut inserted = Vec::with_capacity(fresh.len());
+        let mut rows = fresh.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<_> = rows.by_ref().take(INSERT_CHUNK).collect();
+            let mut stored = event::Entity::insert_many(chunk)
+                .exec_with_returning(&tx)
+                .await?;
+            stored.sort_by_key(|e| e.id);
+            inserted.extend(stored);
         }
         tx.commit().await?;
-        Ok(stored)
+
+        let location = |device_id: &Uuid| devices.get(device_id).and_then(|(_, l)| l.clone());
+        let mut claimed = vec![false; inserted.len()];
+        Ok(slots
+            .into_iter()
+            .map(|job_slots| match job_slots {
+                None => Err(StoreError::NotFound),
+                Some(job_slots) => Ok(job_slots
+                    .into_iter()
+                    .map(|slot| match slot {
+                        Slot::Existing(event) => StoredEvent {
+                            location: location(&event.device_id),
+                            event,
+                            fresh: false,
+                        },
+                        Slot::New(index) => {
+                            let event = inserted[index].clone();
+                            // A key repeated in the batch: only its first
+                            // occurrence counts as new.
+                            let fresh = !std::mem::replace(&mut claimed[index], true);
+                            StoredEvent {
+                                location: location(&event.device_id),
+                                event,
+                                fresh,
+                            }
+                        }
+                    })
+                    .collect()),
+            })
+            .collect())
     }
+
+    /// Up to `limit` events in `scope` matching `filter` with ids above
+    /// `after`, oldest first: how a subscriber catches up.
+    pub async fn events_after(
+        &self,
+        scope: Scope,
+        filter: &EventFilter,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<event::Model>, StoreError> {
+        Ok(scoped(event::Entity::find(), scope, event::Column::OwnerId)
+            .filter(filter.condition())
+            .filter(event::Column::Id.gt(after))
+            .order_by_asc(event::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The highest event id stored, or 0.
+    pub async fn last_event_id(&self) -> Result<i64, StoreError> {
+        Ok(event::Entity::find()
+            .select_only()
+            .column_as(event::Column::Id.max(), "max")
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?
+            .flatten()
+            .unwrap_or(0))
+    }
+}
+
+/// Rows per INSERT or IN list: well under SQLite's and PostgreSQL's limits on
+/// bound parameters.
+const INSERT_CHUNK: usize = 500;
+
+/// The advisory lock that serialises event commits across nodes on PostgreSQL.
+const EVENT_COMMIT_LOCK: i64 = 0x6665_7272_6974_6501; // "ferrite" + 1
+
+/// One publisher's events within a group-commit batch.
+#[derive(Debug, Clone)]
+pub struct EventJob {
+    pub scope: Scope,
+    pub events: Vec<NewEvent>,
+}
+
+/// An event as a publish stored it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event: event::Model,
+    /// The device's location when the event was stored (for live filters).
+    pub location: Option<String>,
+    /// False when an idempotent retry returned an event stored before.
+    pub fresh: bool,
 }

@@ -36,7 +36,7 @@ use uuid::Uuid;
 pub use commands::CommandFilter;
 pub use commands::NewCommand;
 pub use devices::{DeviceFilter, DeviceRegistration, DeviceUpdate, RegisterOutcome};
-pub use events::{EventFilter, NewEvent};
+pub use events::{EventFilter, EventJob, NewEvent, StoredEvent};
 pub use page::{Page, PageArgs};
 pub use refresh_tokens::RotateOutcome;
 
