@@ -1,27 +1,29 @@
 //! The bus: fan-out of what was committed to the live subscribers of this
-//! node.
+//! node, and the lossless event stream built on it.
 //!
 //! Publishers hand the bus rows that are already committed; each message is
 //! wrapped in an `Arc` once and shared by every subscriber, never copied per
 //! subscriber. The channels are bounded `broadcast` rings: a publisher never
 //! waits for a subscriber, and a subscriber that falls more than `capacity`
-//! messages behind is told it lagged (it then catches up from the store by
-//! cursor and rejoins; see `graphql::subscriptions`). Nothing is lost, only
-//! read from a different place.
+//! messages behind is told it lagged. [`event_stream`] then catches up from
+//! the store by cursor and rejoins the ring: nothing is lost, only read from
+//! a different place.
 //!
 //! Event messages are published in increasing id order: the ingest writer is
-//! the only publisher of events and commits batches one at a time.
+//! the only publisher of events and commits batches one at a time (on
+//! PostgreSQL, under a lock shared by every node).
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use async_graphql::futures_util::Stream;
+use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::store::{StoredEvent, entity::event};
+use crate::store::{EventFilter, Scope, Store, StoreError, StoredEvent, entity::event};
 
 /// An event as subscribers see it.
 #[derive(Debug)]
 pub struct BusEvent {
-    pub event: event::Model,
+    pub event: Arc<event::Model>,
     /// The device's location when the event was stored, for location filters.
     pub location: Option<String>,
 }
@@ -29,7 +31,7 @@ pub struct BusEvent {
 impl From<StoredEvent> for BusEvent {
     fn from(stored: StoredEvent) -> Self {
         BusEvent {
-            event: stored.event,
+            event: Arc::new(stored.event),
             location: stored.location,
         }
     }
@@ -64,5 +66,102 @@ impl Bus {
     /// How many event subscribers are listening.
     pub fn event_subscribers(&self) -> usize {
         self.events.receiver_count()
+    }
+}
+
+/// Whether a live event is one a subscriber with `scope` and `filter` sees;
+/// the same rules the store applies to its queries.
+pub fn event_matches(scope: Scope, filter: &EventFilter, message: &BusEvent) -> bool {
+    let event = &message.event;
+    if let Scope::Owner(owner) = scope {
+        if event.owner_id != owner {
+            return false;
+        }
+    }
+    if let Some(ids) = &filter.device_ids {
+        if !ids.contains(&event.device_id) {
+            return false;
+        }
+    }
+    if let Some(services) = &filter.services {
+        if !services.contains(&event.service) {
+            return false;
+        }
+    }
+    if let Some(locations) = &filter.locations {
+        if !message
+            .location
+            .as_ref()
+            .is_some_and(|location| locations.contains(location))
+        {
+            return false;
+        }
+    }
+    if filter.since.is_some_and(|since| event.received_at < since) {
+        return false;
+    }
+    if filter.until.is_some_and(|until| event.received_at >= until) {
+        return false;
+    }
+    true
+}
+
+/// Events read from the store per query while replaying or catching up.
+const CATCH_UP_PAGE: u64 = 1000;
+
+/// Every event in `scope` matching `filter`, in id order, without gap or
+/// duplicate: first those stored with ids above `after` (if given), then
+/// live ones as they are committed. Without `after`, it starts with the next
+/// event committed.
+///
+/// The ring is joined before the store is read, so nothing committed in
+/// between is missed; ids already yielded are skipped when the ring repeats
+/// them. When this subscriber lags behind the ring, it reads what it missed
+/// from the store by cursor and carries on.
+pub fn event_stream(
+    store: Store,
+    bus: Bus,
+    scope: Scope,
+    filter: EventFilter,
+    after: Option<i64>,
+) -> impl Stream<Item = Result<Arc<event::Model>, StoreError>> + Send + 'static {
+    async_stream::try_stream! {
+        let mut ring = bus.subscribe_events();
+        // Every event with an id up to `seen` has been yielded or skipped.
+        let mut seen = match after {
+            Some(after) => after,
+            None => store.last_event_id().await?,
+        };
+        let mut catching_up = after.is_some();
+        loop {
+            if catching_up {
+                let page = store.events_after(scope, &filter, seen, CATCH_UP_PAGE).await?;
+                let complete = (page.len() as u64) < CATCH_UP_PAGE;
+                for event in page {
+                    seen = event.id;
+                    yield Arc::new(event);
+                }
+                if !complete {
+                    continue;
+                }
+                catching_up = false;
+            }
+            match ring.recv().await {
+                Ok(message) => {
+                    if message.event.id <= seen {
+                        continue;
+                    }
+                    seen = message.event.id;
+                    if event_matches(scope, &filter, &message) {
+                        yield message.event.clone();
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "an event subscriber lagged; catching up from the store");
+                    catching_up = true;
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
     }
 }

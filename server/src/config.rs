@@ -75,6 +75,41 @@ pub struct Config {
     pub commands: CommandSettings,
     pub ingest: IngestConfig,
     pub bus: BusConfig,
+    pub websocket: WebSocketConfig,
+}
+
+/// GraphQL over WebSocket on `/graphql`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// The server pings every this many seconds.
+    pub keepalive_seconds: u64,
+    /// A socket that sends nothing (not even a pong) this long is closed.
+    pub idle_timeout_seconds: u64,
+    /// Time a client has to send `connection_init` after connecting.
+    pub init_timeout_seconds: u64,
+    /// Operations one socket may run at once.
+    pub max_subscriptions: usize,
+    /// Largest frame or message a client may send.
+    pub max_message_bytes: usize,
+    /// Per-socket read buffer; small so idle sockets cost little memory.
+    pub read_buffer_bytes: usize,
+    /// Per-socket write buffer.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            keepalive_seconds: 15,
+            idle_timeout_seconds: 60,
+            init_timeout_seconds: 10,
+            max_subscriptions: 100,
+            max_message_bytes: 1024 * 1024,
+            read_buffer_bytes: 4096,
+            write_buffer_bytes: 4096,
+        }
+    }
 }
 
 /// The group-commit writer of events.
@@ -171,6 +206,7 @@ impl Default for Config {
             commands: CommandSettings::default(),
             ingest: IngestConfig::default(),
             bus: BusConfig::default(),
+            websocket: WebSocketConfig::default(),
         }
     }
 }
@@ -243,6 +279,7 @@ const ENV_KEYS: &[&str] = &[
     "commands",
     "ingest",
     "bus",
+    "websocket",
 ];
 
 impl Config {
@@ -338,6 +375,11 @@ impl Config {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return invalid(format!("{key} must be greater than zero"));
+        }
+        if self.websocket.idle_timeout_seconds <= self.websocket.keepalive_seconds {
+            return invalid(
+                "websocket.idle_timeout_seconds must exceed websocket.keepalive_seconds".into(),
+            );
         }
         if limits.payload_bytes > limits.body_bytes {
             return invalid("limits.payload_bytes must not exceed limits.body_bytes".into());

@@ -42,7 +42,11 @@ use std::{
     time::Duration,
 };
 
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 
 use crate::{
     auth::{Auth, AuthSettings},
@@ -80,6 +84,10 @@ pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: io::Error },
 }
+
+/// How long shutdown waits for WebSocket connections to send their close
+/// frames.
+const SOCKET_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The user created on the first start.
 pub const FIRST_ADMIN: &str = "admin";
@@ -177,23 +185,46 @@ impl Server {
             ..
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let sweeper = spawn_command_expiry(state.store.clone(), stop_rx);
+        let sweeper = spawn_command_expiry(state.store.clone(), stop_rx.clone());
         let store = state.store.clone();
         let schema = graphql::schema(state.clone());
-        let app = http::router(state, schema);
+        let (open_sockets, mut sockets_closed) = mpsc::channel::<()>(1);
+        let app = http::router(
+            state,
+            schema,
+            http::SocketShutdown {
+                shutdown: stop_rx.clone(),
+                open_sockets,
+            },
+        );
+        // One signal for everything: the caller's future flips `stop`, which
+        // stops accepting, closes sockets and ends the background tasks.
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let mut stopping = stop_rx;
         tracing::info!(%addr, "ferrite is listening");
         let served = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        })
         .await;
+        // Sockets send their close frames and drop their handles.
+        if tokio::time::timeout(SOCKET_CLOSE_GRACE, sockets_closed.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some WebSocket connections did not close in time");
+        }
         // The router (and with it every state handle) is gone: the ingest
         // queue closes, and the writer commits what is left and stops.
         if let Err(err) = ingest_writer.await {
             tracing::error!(error = %err, "the ingest writer failed");
         }
-        let _ = stop_tx.send(true);
         let _ = sweeper.await;
         store.close().await;
         tracing::info!("ferrite stopped");

@@ -9,7 +9,12 @@
 //! - [`on_both_backends!`]: turns `async fn name(backend: Backend)` into one
 //!   test per backend.
 //!
+//! - [`ws`]: WebSocket clients (graphql-ws-client, and a raw socket).
+//!
 //! Logs stay silent unless `TEST_LOG` is set (to a `tracing` filter).
+
+/// WebSocket clients for the tests.
+pub mod ws;
 
 use std::{net::SocketAddr, sync::Once};
 

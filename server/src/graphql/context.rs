@@ -15,6 +15,9 @@ pub struct RequestContext {
     pub principal: Option<Principal>,
     /// The client's address, for login throttling.
     pub client: IpAddr,
+    /// The gateway's id, when this is a connector session (a WebSocket whose
+    /// `connection_init` named a `connectorId`).
+    pub connector_id: Option<String>,
 }
 
 impl RequestContext {
@@ -22,6 +25,7 @@ impl RequestContext {
         Self {
             principal: None,
             client,
+            connector_id: None,
         }
     }
 }
@@ -34,6 +38,7 @@ pub fn request<'a>(ctx: &Context<'a>) -> &'a RequestContext {
     static LOCAL: RequestContext = RequestContext {
         principal: None,
         client: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        connector_id: None,
     };
     ctx.data_opt::<RequestContext>().unwrap_or(&LOCAL)
 }

@@ -1,6 +1,12 @@
 //! Events: reading history and publishing.
 
-use async_graphql::{Context, ID, InputObject, Object, connection::Connection};
+use std::sync::Arc;
+
+use async_graphql::{
+    Context, ID, InputObject, Object, Subscription,
+    connection::Connection,
+    futures_util::{StreamExt, stream::BoxStream},
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
@@ -24,7 +30,13 @@ const SERVICE_MAX: usize = 128;
 const IDEMPOTENCY_KEY_MAX: usize = 128;
 
 /// Something a device reported.
-pub struct Event(pub event::Model);
+pub struct Event(pub Arc<event::Model>);
+
+impl Event {
+    fn new(model: event::Model) -> Self {
+        Event(Arc::new(model))
+    }
+}
 
 #[Object]
 impl Event {
@@ -142,7 +154,7 @@ impl EventQuery {
             .event_by_id(id, caller.scope())
             .await
             .or_not_found("event")?;
-        Ok(Event(found))
+        Ok(Event::new(found))
     }
 
     /// Events, newest first.
@@ -168,7 +180,7 @@ impl EventQuery {
             page,
             CursorKind::Event,
             |e| e.id.to_string(),
-            Event,
+            Event::new,
             TotalCount::Events(caller.scope(), filter),
         ))
     }
@@ -197,7 +209,7 @@ impl EventMutation {
         stored
             .into_iter()
             .next()
-            .map(|s| Event(s.event))
+            .map(|s| Event::new(s.event))
             .ok_or(ApiError::Internal)
     }
 
@@ -229,6 +241,53 @@ impl EventMutation {
             })
             .collect::<ApiResult<Vec<_>>>()?;
         let stored = stored_or_error(app.ingest.publish(caller.scope(), events).await)?;
-        Ok(stored.into_iter().map(|s| Event(s.event)).collect())
+        Ok(stored.into_iter().map(|s| Event::new(s.event)).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct EventSubscription;
+
+#[Subscription]
+impl EventSubscription {
+    /// Events matching the filter, in id order. With `after`, first every
+    /// stored event with a larger id, then live ones, with no gap and no
+    /// duplicate in between; without it, live events from now on. A client
+    /// that reconnects passes the id of the last event it received.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<EventFilter>,
+        after: Option<ID>,
+    ) -> async_graphql::Result<BoxStream<'static, ApiResult<Event>>> {
+        Ok(self.event_stream(ctx, filter, after)?)
+    }
+}
+
+impl EventSubscription {
+    fn event_stream(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<EventFilter>,
+        after: Option<ID>,
+    ) -> ApiResult<BoxStream<'static, ApiResult<Event>>> {
+        let caller = principal(ctx, Permission::Read)?;
+        let app = state(ctx);
+        let filter = filter.unwrap_or_default().into_store(&app.config.limits)?;
+        let after = match after {
+            None => None,
+            Some(id) if id.as_str() == "0" => Some(0),
+            Some(id) => Some(input::event_id(&id)?),
+        };
+        let stream = crate::bus::event_stream(
+            app.store.clone(),
+            app.bus.clone(),
+            caller.scope(),
+            filter,
+            after,
+        );
+        Ok(stream
+            .map(|item| item.map(Event).map_err(ApiError::from))
+            .boxed())
     }
 }

@@ -30,7 +30,7 @@ mod input;
 /// `totalCount` of connections.
 mod totals;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema};
+use async_graphql::{MergedObject, MergedSubscription, Schema};
 
 pub use auth::validate_username;
 pub use context::RequestContext;
@@ -53,13 +53,20 @@ pub struct Mutation(
     commands::CommandMutation,
 );
 
-pub type FerriteSchema = Schema<Query, Mutation, EmptySubscription>;
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(events::EventSubscription);
 
-fn builder(limits: &Limits) -> async_graphql::SchemaBuilder<Query, Mutation, EmptySubscription> {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .limit_depth(limits.query_depth)
-        .limit_complexity(limits.query_complexity)
-        .extension(error::ErrorCodes)
+pub type FerriteSchema = Schema<Query, Mutation, Subscription>;
+
+fn builder(limits: &Limits) -> async_graphql::SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(limits.query_depth)
+    .limit_complexity(limits.query_complexity)
+    .extension(error::ErrorCodes)
 }
 
 /// The schema, serving `state`.

@@ -1,4 +1,5 @@
-//! The HTTP surface: GraphQL over HTTP on `/graphql`, GraphiQL, health.
+//! The HTTP surface: GraphQL over HTTP and WebSocket on `/graphql`,
+//! GraphiQL, health.
 //!
 //! `/graphql` follows the GraphQL-over-HTTP spec: POST with an
 //! `application/json` body, or GET with `query`, `variables` and
@@ -7,6 +8,9 @@
 //! accepts `application/graphql-response+json`, in which case a request that
 //! does not parse or validate is answered with 400. A browser's GET without a
 //! query gets GraphiQL.
+//!
+//! The same URL upgrades to a WebSocket speaking `graphql-transport-ws` or
+//! the legacy `graphql-ws` (see `ws`).
 //!
 //! Errors that happen before GraphQL runs (unreadable body, bad token) are
 //! answered in the same shape as GraphQL errors, with `extensions.code`.
@@ -20,12 +24,15 @@ use async_graphql::{
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::{ConnectInfo, RawQuery, State},
+    extract::{
+        ConnectInfo, RawQuery, State, WebSocketUpgrade, ws::rejection::WebSocketUpgradeRejection,
+    },
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
 use serde_json::json;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     AppState,
@@ -35,21 +42,40 @@ use crate::{
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
+/// GraphQL over WebSocket.
+mod ws;
+
 #[derive(Clone)]
 struct HttpState {
     app: AppState,
     schema: FerriteSchema,
+    /// Turns true when the server starts shutting down: sockets close.
+    shutdown: watch::Receiver<bool>,
+    /// Held by every open socket; the server waits until all are dropped.
+    open_sockets: mpsc::Sender<()>,
+}
+
+/// What the router needs to stop WebSocket connections on shutdown: hyper's
+/// graceful shutdown does not track upgraded connections.
+pub struct SocketShutdown {
+    pub shutdown: watch::Receiver<bool>,
+    pub open_sockets: mpsc::Sender<()>,
 }
 
 /// The router of every HTTP endpoint. Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()`: login throttling
 /// needs the client's address.
-pub fn router(app: AppState, schema: FerriteSchema) -> Router {
+pub fn router(app: AppState, schema: FerriteSchema, sockets: SocketShutdown) -> Router {
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(HttpState { app, schema })
+        .with_state(HttpState {
+            app,
+            schema,
+            shutdown: sockets.shutdown,
+            open_sockets: sockets.open_sockets,
+        })
 }
 
 /// Alive: the process answers.
@@ -281,9 +307,13 @@ fn missing_query(format: Format) -> Response {
 async fn graphql_get(
     State(state): State<HttpState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    if let Ok(upgrade) = upgrade {
+        return ws::upgrade(upgrade, state, client);
+    }
     let format = Format::of(&headers);
     let query = query.unwrap_or_default();
     let wants_html = headers

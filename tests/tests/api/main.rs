@@ -8,3 +8,4 @@ mod devices;
 mod events;
 mod http;
 mod readme;
+mod realtime;

@@ -1,0 +1,433 @@
+//! GraphQL over WebSocket on `/graphql`: the `graphql-transport-ws`
+//! protocol, and the legacy `graphql-ws` (subscriptions-transport-ws) one.
+//!
+//! Written here rather than taken from async-graphql because its transport
+//! closes with codes the protocol does not define (a rejected
+//! `connection_init` gets 1002 instead of 4403, which clients then retry
+//! forever) and has no init timeout.
+//!
+//! One task per socket owns both halves and every running operation (a
+//! `StreamMap` keyed by operation id), so there is no lock and no unbounded
+//! queue: when a client stops reading, the task stops polling its
+//! subscriptions, which then lag on the bus and later catch up from the
+//! store.
+//!
+//! Close codes (graphql-transport-ws): 4400 a message that is not valid
+//! JSON or not part of the protocol; 4401 `subscribe` before
+//! `connection_ack`; 4403 `connection_init` without a valid token; 4408 no
+//! `connection_init` within `websocket.init_timeout_seconds`; 4409 an
+//! operation id already running; 4429 a second `connection_init`; 1009 a
+//! message larger than `websocket.max_message_bytes`; 1001 nothing heard for
+//! `websocket.idle_timeout_seconds` (the server pings every
+//! `websocket.keepalive_seconds`; clients answer pings automatically); 1001
+//! on server shutdown. The legacy protocol uses the same codes and sends
+//! `ka` messages alongside the pings.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use async_graphql::{
+    Data, Response, Value,
+    futures_util::{
+        SinkExt, StreamExt,
+        stream::{self, BoxStream, SplitSink},
+    },
+};
+use axum::{
+    extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+    response::Response as HttpResponse,
+};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep};
+use tokio_stream::StreamMap;
+
+use super::HttpState;
+use crate::graphql::RequestContext;
+
+pub const TRANSPORT_WS: &str = "graphql-transport-ws";
+pub const LEGACY_WS: &str = "graphql-ws";
+
+/// Longest `connectorId` a gateway may announce.
+const CONNECTOR_ID_MAX: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// `graphql-transport-ws` (the graphql-ws library's protocol).
+    TransportWs,
+    /// `graphql-ws`, the legacy subscriptions-transport-ws protocol.
+    Legacy,
+}
+
+/// Accepts the upgrade with small buffers and a bounded message size.
+pub(super) fn upgrade(ws: WebSocketUpgrade, state: HttpState, client: SocketAddr) -> HttpResponse {
+    let settings = &state.app.config.websocket;
+    let ws = ws
+        .protocols([TRANSPORT_WS, LEGACY_WS])
+        .read_buffer_size(settings.read_buffer_bytes)
+        .write_buffer_size(settings.write_buffer_bytes)
+        .max_message_size(settings.max_message_bytes)
+        .max_frame_size(settings.max_message_bytes);
+    // A client that names no protocol gets the current one.
+    let protocol = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
+        Some(LEGACY_WS) => Protocol::Legacy,
+        _ => Protocol::TransportWs,
+    };
+    ws.on_upgrade(move |socket| async move {
+        let _open = state.open_sockets.clone();
+        Connection {
+            state,
+            client,
+            protocol,
+            session: None,
+            failed: Vec::new(),
+        }
+        .run(socket)
+        .await
+    })
+}
+
+/// A message from the client, in either protocol.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    ConnectionInit {
+        #[serde(default)]
+        payload: Option<serde_json::Value>,
+    },
+    Ping {
+        #[serde(default)]
+        payload: Option<serde_json::Value>,
+    },
+    Pong {},
+    /// graphql-transport-ws.
+    Subscribe {
+        id: String,
+        payload: async_graphql::Request,
+    },
+    /// graphql-transport-ws.
+    Complete {
+        id: String,
+    },
+    /// Legacy.
+    Start {
+        id: String,
+        payload: async_graphql::Request,
+    },
+    /// Legacy.
+    Stop {
+        id: String,
+    },
+    /// Legacy.
+    ConnectionTerminate {},
+}
+
+/// Why the server closes a socket.
+struct Close(u16, String);
+
+impl Close {
+    fn new(code: u16, reason: impl Into<String>) -> Self {
+        Close(code, reason.into())
+    }
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+/// One operation's results, then `None` when it ends.
+type Results = BoxStream<'static, Option<Response>>;
+
+struct Connection {
+    state: HttpState,
+    client: SocketAddr,
+    protocol: Protocol,
+    /// Set by an accepted `connection_init`.
+    session: Option<Arc<Data>>,
+    /// Operations that ended with an `error` message: no `complete` follows.
+    failed: Vec<String>,
+}
+
+impl Connection {
+    async fn run(mut self, socket: WebSocket) {
+        let settings = self.state.app.config.websocket.clone();
+        let keepalive = Duration::from_secs(settings.keepalive_seconds);
+        let idle_timeout = Duration::from_secs(settings.idle_timeout_seconds);
+        let (mut sink, mut frames) = socket.split();
+        let mut operations: StreamMap<String, Results> = StreamMap::new();
+        let init_deadline = sleep(Duration::from_secs(settings.init_timeout_seconds));
+        tokio::pin!(init_deadline);
+        let mut ticks = interval_at(Instant::now() + keepalive, keepalive);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let mut shutdown = self.state.shutdown.clone();
+
+        let close = loop {
+            tokio::select! {
+                // A frame from the client. Cancel-safe: `next` loses nothing.
+                frame = frames.next() => {
+                    let frame = match frame {
+                        None => break None,
+                        Some(Ok(frame)) => frame,
+                        Some(Err(err)) => break too_big(&err).then(|| Close::new(1009, "message too big")),
+                    };
+                    last_heard = Instant::now();
+                    match frame {
+                        Message::Text(text) => {
+                            if let Err(close) = self.on_text(&text, &mut sink, &mut operations).await {
+                                break Some(close);
+                            }
+                        }
+                        Message::Binary(_) => break Some(Close::new(4400, "binary messages are not part of the protocol")),
+                        // Pings are answered by the WebSocket layer itself.
+                        Message::Ping(_) | Message::Pong(_) => {}
+                        Message::Close(_) => break None,
+                    }
+                }
+                // The next result of a running operation. Cancel-safe.
+                Some((id, result)) = operations.next(), if !operations.is_empty() => {
+                    if self.send_result(&mut sink, &id, result).await.is_err() {
+                        break None;
+                    }
+                }
+                // No connection_init in time.
+                _ = &mut init_deadline, if self.session.is_none() => {
+                    break Some(Close::new(4408, "Connection initialisation timeout"));
+                }
+                // Keep-alive: ping, or give up on a silent client. Cancel-safe.
+                _ = ticks.tick() => {
+                    if last_heard.elapsed() >= idle_timeout {
+                        break Some(Close::new(1001, "keep-alive timeout"));
+                    }
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break None;
+                    }
+                    if self.protocol == Protocol::Legacy && self.session.is_some()
+                        && send_json(&mut sink, &json!({"type": "ka"})).await.is_err()
+                    {
+                        break None;
+                    }
+                }
+                // The server is stopping. Cancel-safe.
+                _ = shutdown.changed() => break Some(Close::new(1001, "server shutting down")),
+            }
+        };
+        // Dropping the operations ends their streams and bus subscriptions.
+        drop(operations);
+        if let Some(Close(code, reason)) = close {
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
+        let _ = sink.close().await;
+    }
+
+    /// Handles one text message; `Err` closes the socket.
+    async fn on_text(
+        &mut self,
+        text: &str,
+        sink: &mut Sink,
+        operations: &mut StreamMap<String, Results>,
+    ) -> Result<(), Close> {
+        let message: ClientMessage =
+            serde_json::from_str(text).map_err(|_| Close::new(4400, "Invalid message received"))?;
+        let legacy = self.protocol == Protocol::Legacy;
+        match message {
+            ClientMessage::ConnectionInit { payload } => {
+                if self.session.is_some() {
+                    return Err(Close::new(4429, "Too many initialisation requests"));
+                }
+                match self.authenticate(payload.as_ref()).await {
+                    Ok(context) => {
+                        let mut data = Data::default();
+                        data.insert(context);
+                        self.session = Some(Arc::new(data));
+                        send_json(sink, &json!({"type": "connection_ack"}))
+                            .await
+                            .map_err(|_| Close::new(1011, "send failed"))?;
+                        if legacy {
+                            let _ = send_json(sink, &json!({"type": "ka"})).await;
+                        }
+                    }
+                    Err(reason) => {
+                        if legacy {
+                            let _ = send_json(
+                                sink,
+                                &json!({"type": "connection_error", "payload": {"message": reason}}),
+                            )
+                            .await;
+                        }
+                        return Err(Close::new(4403, "Forbidden"));
+                    }
+                }
+            }
+            ClientMessage::Ping { payload } if !legacy => {
+                let mut pong = json!({"type": "pong"});
+                if let Some(payload) = payload {
+                    pong["payload"] = payload;
+                }
+                send_json(sink, &pong)
+                    .await
+                    .map_err(|_| Close::new(1011, "send failed"))?;
+            }
+            ClientMessage::Pong {} if !legacy => {}
+            ClientMessage::Subscribe { id, payload } if !legacy => {
+                self.start(id, payload, sink, operations).await?;
+            }
+            ClientMessage::Start { id, payload } if legacy => {
+                self.start(id, payload, sink, operations).await?;
+            }
+            ClientMessage::Complete { id } if !legacy => {
+                operations.remove(&id);
+            }
+            ClientMessage::Stop { id } if legacy => {
+                if operations.remove(&id).is_some() {
+                    let _ = send_json(sink, &json!({"type": "complete", "id": id})).await;
+                }
+            }
+            ClientMessage::ConnectionTerminate {} if legacy => {
+                return Err(Close::new(1000, "terminated"));
+            }
+            _ => return Err(Close::new(4400, "Invalid message received")),
+        }
+        Ok(())
+    }
+
+    /// Checks the token in `connection_init` and builds the socket's context.
+    async fn authenticate(
+        &self,
+        payload: Option<&serde_json::Value>,
+    ) -> Result<RequestContext, &'static str> {
+        let payload = payload.and_then(|p| p.as_object());
+        let field = |name: &str| {
+            payload.and_then(|p| {
+                p.iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                    .and_then(|(_, value)| value.as_str())
+            })
+        };
+        let token = field("authorization")
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty())
+            .ok_or("connection_init needs {\"Authorization\": \"Bearer <token>\"}")?;
+        let connector_id = match field("connectorId") {
+            None => None,
+            Some(id) if !id.is_empty() && id.chars().count() <= CONNECTOR_ID_MAX => {
+                Some(id.to_owned())
+            }
+            Some(_) => return Err("connectorId must be 1 to 128 characters long"),
+        };
+        let principal = self
+            .state
+            .app
+            .auth
+            .authenticate(token)
+            .await
+            .map_err(|_| "the token is not valid")?;
+        Ok(RequestContext {
+            principal: Some(principal),
+            client: self.client.ip(),
+            connector_id,
+        })
+    }
+
+    /// Starts an operation (a subscription, query or mutation).
+    async fn start(
+        &mut self,
+        id: String,
+        request: async_graphql::Request,
+        sink: &mut Sink,
+        operations: &mut StreamMap<String, Results>,
+    ) -> Result<(), Close> {
+        let Some(session) = self.session.clone() else {
+            return Err(Close::new(4401, "Unauthorized"));
+        };
+        if operations.contains_key(&id) {
+            return Err(Close::new(
+                4409,
+                format!("Subscriber for {id} already exists"),
+            ));
+        }
+        let max = self.state.app.config.websocket.max_subscriptions;
+        if operations.len() >= max {
+            let errors = json!([{
+                "message": format!("this socket already runs {max} operations, the limit"),
+                "extensions": {"code": "RATE_LIMITED"},
+            }]);
+            send_json(sink, &json!({"type": "error", "id": id, "payload": errors}))
+                .await
+                .map_err(|_| Close::new(1011, "send failed"))?;
+            return Ok(());
+        }
+        self.failed.retain(|failed| failed != &id);
+        let results = self
+            .state
+            .schema
+            .execute_stream_with_session_data(request, session)
+            .map(Some)
+            .chain(stream::once(async { None }))
+            .boxed();
+        operations.insert(id, results);
+        Ok(())
+    }
+
+    /// Sends one result of operation `id`, or its completion.
+    async fn send_result(
+        &mut self,
+        sink: &mut Sink,
+        id: &str,
+        result: Option<Response>,
+    ) -> Result<(), axum::Error> {
+        let legacy = self.protocol == Protocol::Legacy;
+        match result {
+            // Errors before execution (the operation does not parse or
+            // validate): an `error` message, and no `complete` after it.
+            Some(response) if is_request_error(&response) => {
+                self.failed.push(id.to_owned());
+                let errors = serde_json::to_value(&response.errors).unwrap_or_default();
+                let payload = if legacy {
+                    json!({"errors": errors})
+                } else {
+                    errors
+                };
+                send_json(
+                    sink,
+                    &json!({"type": "error", "id": id, "payload": payload}),
+                )
+                .await
+            }
+            Some(response) => {
+                let kind = if legacy { "data" } else { "next" };
+                send_json(sink, &json!({"type": kind, "id": id, "payload": response})).await
+            }
+            None => {
+                if let Some(at) = self.failed.iter().position(|f| f == id) {
+                    self.failed.swap_remove(at);
+                    return Ok(());
+                }
+                send_json(sink, &json!({"type": "complete", "id": id})).await
+            }
+        }
+    }
+}
+
+fn is_request_error(response: &Response) -> bool {
+    response.data == Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty())
+}
+
+/// Whether a read failed because the client sent more than the limit.
+fn too_big(err: &axum::Error) -> bool {
+    let source = std::error::Error::source(err);
+    matches!(
+        source.and_then(|e| e.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+async fn send_json(sink: &mut Sink, message: &serde_json::Value) -> Result<(), axum::Error> {
+    sink.send(Message::Text(Utf8Bytes::from(message.to_string())))
+        .await
+}

@@ -1,0 +1,173 @@
+//! WebSocket clients for the tests: the graphql-ws-client crate (a client we
+//! did not write, speaking graphql-transport-ws) over tokio-tungstenite, and
+//! a raw socket for feeding the server garbage.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use graphql_ws_client::{Client, Connection, Error, Message, graphql::GraphqlOperation};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{
+        self, Bytes, client::IntoClientRequest, http::HeaderValue, protocol::CloseFrame,
+    },
+};
+
+use crate::TestApp;
+
+/// A raw WebSocket to the server.
+pub type RawSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// graphql-ws-client's transport over tokio-tungstenite 0.29 (the crate
+/// ships adapters up to 0.28; this is the same adapter for the version axum
+/// uses).
+pub struct Tungstenite(pub RawSocket);
+
+impl Connection for Tungstenite {
+    async fn receive(&mut self) -> Option<Message> {
+        loop {
+            match self.0.next().await? {
+                Ok(tungstenite::Message::Text(text)) => {
+                    return Some(Message::Text(text.as_str().into()));
+                }
+                Ok(tungstenite::Message::Ping(_)) => return Some(Message::Ping),
+                Ok(tungstenite::Message::Pong(_)) => return Some(Message::Pong),
+                Ok(tungstenite::Message::Close(frame)) => {
+                    return Some(Message::Close {
+                        code: frame.as_ref().map(|f| f.code.into()),
+                        reason: frame.map(|f| f.reason.to_string()),
+                    });
+                }
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    async fn send(&mut self, message: Message) -> Result<(), Error> {
+        let message = match message {
+            Message::Text(text) => tungstenite::Message::Text(text.into()),
+            Message::Close { code, reason } => {
+                tungstenite::Message::Close(code.map(|code| CloseFrame {
+                    code: code.into(),
+                    reason: reason.unwrap_or_default().into(),
+                }))
+            }
+            Message::Ping => tungstenite::Message::Ping(Bytes::new()),
+            Message::Pong => tungstenite::Message::Pong(Bytes::new()),
+        };
+        self.0
+            .send(message)
+            .await
+            .map_err(|e| Error::Send(e.to_string()))
+    }
+}
+
+/// A GraphQL operation whose response is left as JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Op {
+    pub query: String,
+    pub variables: Value,
+}
+
+impl Op {
+    pub fn new(query: &str, variables: Value) -> Self {
+        Op {
+            query: query.to_owned(),
+            variables,
+        }
+    }
+}
+
+impl GraphqlOperation for Op {
+    type Response = Value;
+    type Error = serde_json::Error;
+
+    fn decode(&self, data: Value) -> Result<Value, serde_json::Error> {
+        Ok(data)
+    }
+}
+
+impl TestApp {
+    /// Opens a raw WebSocket on `/graphql` offering `protocol`.
+    pub async fn raw_socket(&self, protocol: &str) -> RawSocket {
+        let mut request = format!("ws://{}/graphql", self.addr)
+            .into_client_request()
+            .expect("a request");
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_str(protocol).unwrap(),
+        );
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the WebSocket upgrade succeeds");
+        assert_eq!(
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some(protocol)
+        );
+        socket
+    }
+
+    /// A graphql-transport-ws client authenticated with `token` (and
+    /// announcing `connector_id`, if any). Its connection runs in a task.
+    pub async fn ws_client(
+        &self,
+        token: &str,
+        connector_id: Option<&str>,
+    ) -> Result<Client, Error> {
+        let socket = self.raw_socket("graphql-transport-ws").await;
+        let mut payload = json!({ "Authorization": format!("Bearer {token}") });
+        if let Some(id) = connector_id {
+            payload["connectorId"] = json!(id);
+        }
+        let (client, actor) = Client::build(Tungstenite(socket)).payload(payload)?.await?;
+        tokio::spawn(actor.into_future());
+        Ok(client)
+    }
+}
+
+/// Reads the next text message of a raw socket as JSON, within 10 s.
+pub async fn next_json(socket: &mut RawSocket) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the socket is open")
+            .expect("a frame");
+        match frame {
+            tungstenite::Message::Text(text) => {
+                return serde_json::from_str(text.as_str()).expect("JSON");
+            }
+            tungstenite::Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// Waits for the server to close the socket and returns the close code.
+pub async fn close_code(socket: &mut RawSocket) -> Option<u16> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(15), socket.next())
+            .await
+            .expect("the server closes within 15 s");
+        match frame {
+            None | Some(Err(_)) => return None,
+            Some(Ok(tungstenite::Message::Close(frame))) => return frame.map(|f| f.code.into()),
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Sends a JSON message on a raw socket.
+pub async fn send_json(socket: &mut RawSocket, message: Value) {
+    socket
+        .send(tungstenite::Message::Text(message.to_string().into()))
+        .await
+        .expect("send");
+}
