@@ -8,8 +8,8 @@
 //! # Layout
 //! - [`Migrator`] lists the migrations in order; `ferrite serve` runs pending
 //!   ones at start, `ferrite migrate` runs them alone.
-//! - one module per table, created in dependency order: users, refresh
-//!   tokens, API keys, devices, events, commands.
+//! - one module per change, in order: users, refresh tokens, API keys,
+//!   devices, events, commands, device sessions, nodes.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -25,6 +25,10 @@ mod m20261122_000004_create_devices;
 mod m20261122_000005_create_events;
 /// `commands`: requests sent to devices and their results.
 mod m20261122_000006_create_commands;
+/// `devices.session_id`, `devices.node_id`: which connector session hosts a device.
+mod m20261122_000007_add_device_sessions;
+/// `nodes`: servers sharing the database, with heartbeats.
+mod m20261122_000008_create_nodes;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -38,6 +42,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_create_devices::Migration),
             Box::new(m20261122_000005_create_events::Migration),
             Box::new(m20261122_000006_create_commands::Migration),
+            Box::new(m20261122_000007_add_device_sessions::Migration),
+            Box::new(m20261122_000008_create_nodes::Migration),
         ]
     }
 }

@@ -18,7 +18,10 @@ use std::sync::Arc;
 use async_graphql::futures_util::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::store::{EventFilter, Scope, Store, StoreError, StoredEvent, entity::event};
+use crate::store::{
+    DeviceFilter, EventFilter, Scope, Store, StoreError, StoredEvent,
+    entity::{command, device, event},
+};
 
 /// An event as subscribers see it.
 #[derive(Debug)]
@@ -37,17 +40,67 @@ impl From<StoredEvent> for BusEvent {
     }
 }
 
+/// What happened to a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+pub enum DeviceChangeKind {
+    /// Registered for the first time.
+    Registered,
+    /// Its description changed (or it was registered again).
+    Updated,
+    /// It went ONLINE, OFFLINE or DISCONNECTED.
+    Status,
+    /// It was deleted.
+    Deleted,
+}
+
+/// A committed change of a device, with the device as it is now (as it was,
+/// for DELETED).
+#[derive(Debug)]
+pub struct DeviceChange {
+    pub kind: DeviceChangeKind,
+    pub device: Arc<device::Model>,
+}
+
 /// Handle on the bus. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Bus {
     events: broadcast::Sender<Arc<BusEvent>>,
+    devices: broadcast::Sender<Arc<DeviceChange>>,
+    commands: broadcast::Sender<Arc<command::Model>>,
 }
 
 impl Bus {
     /// A bus whose rings hold `capacity` messages each.
     pub fn new(capacity: usize) -> Self {
-        let (events, _) = broadcast::channel(capacity.max(1));
-        Bus { events }
+        let capacity = capacity.max(1);
+        Bus {
+            events: broadcast::channel(capacity).0,
+            devices: broadcast::channel(capacity).0,
+            commands: broadcast::channel(capacity).0,
+        }
+    }
+
+    /// Fans a committed device change out.
+    pub fn publish_device(&self, kind: DeviceChangeKind, device: device::Model) {
+        let _ = self.devices.send(Arc::new(DeviceChange {
+            kind,
+            device: Arc::new(device),
+        }));
+    }
+
+    /// A receiver of every device change from now on.
+    pub fn subscribe_devices(&self) -> broadcast::Receiver<Arc<DeviceChange>> {
+        self.devices.subscribe()
+    }
+
+    /// Fans a committed command (new, or in a new state) out.
+    pub fn publish_command(&self, command: command::Model) {
+        let _ = self.commands.send(Arc::new(command));
+    }
+
+    /// A receiver of every command change from now on.
+    pub fn subscribe_commands(&self) -> broadcast::Receiver<Arc<command::Model>> {
+        self.commands.subscribe()
     }
 
     /// Fans committed events out, in the order given (increasing ids).
@@ -164,4 +217,35 @@ pub fn event_stream(
             }
         }
     }
+}
+
+/// Whether a device change is one a subscriber with `scope` and `filter`
+/// sees.
+pub fn device_matches(scope: Scope, filter: &DeviceFilter, device: &device::Model) -> bool {
+    if let Scope::Owner(owner) = scope {
+        if device.owner_id != owner {
+            return false;
+        }
+    }
+    let within = |values: &Option<Vec<String>>, value: &str| {
+        values
+            .as_ref()
+            .is_none_or(|values| values.iter().any(|v| v == value))
+    };
+    filter
+        .ids
+        .as_ref()
+        .is_none_or(|ids| ids.contains(&device.id))
+        && within(&filter.external_ids, &device.external_id)
+        && within(&filter.types, &device.r#type)
+        && filter.locations.as_ref().is_none_or(|locations| {
+            device
+                .location
+                .as_ref()
+                .is_some_and(|location| locations.contains(location))
+        })
+        && filter
+            .status
+            .as_ref()
+            .is_none_or(|status| status.contains(&device.status))
 }

@@ -30,6 +30,8 @@ pub mod graphql;
 pub mod http;
 /// The group-commit writer of events.
 pub mod ingest;
+/// Which devices are online, keyed by connector session.
+pub mod presence;
 /// SeaORM entities and every query.
 pub mod store;
 
@@ -53,6 +55,7 @@ use crate::{
     bus::Bus,
     config::Config,
     ingest::Ingest,
+    presence::Presence,
     store::{Store, StoreError, StoreOptions, entity::Role},
 };
 
@@ -63,6 +66,7 @@ pub struct AppState {
     pub auth: Auth,
     pub bus: Bus,
     pub ingest: Ingest,
+    pub presence: Presence,
     pub config: Arc<Config>,
 }
 
@@ -145,6 +149,9 @@ impl Server {
                     source,
                 })?;
         let bus = Bus::new(config.bus.capacity);
+        let presence = Presence::start(store.clone(), bus.clone())
+            .await
+            .map_err(StartError::Database)?;
         let (ingest, ingest_writer) =
             Ingest::spawn(store.clone(), bus.clone(), config.ingest_settings());
         Ok(Server {
@@ -153,6 +160,7 @@ impl Server {
                 auth,
                 bus,
                 ingest,
+                presence,
                 config: Arc::new(config),
             },
             listener,
@@ -185,7 +193,8 @@ impl Server {
             ..
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let sweeper = spawn_command_expiry(state.store.clone(), stop_rx.clone());
+        let sweeper = spawn_command_expiry(state.store.clone(), state.bus.clone(), stop_rx.clone());
+        let heartbeat = state.presence.clone().spawn(stop_rx.clone());
         let store = state.store.clone();
         let schema = graphql::schema(state.clone());
         let (open_sockets, mut sockets_closed) = mpsc::channel::<()>(1);
@@ -226,6 +235,7 @@ impl Server {
             tracing::error!(error = %err, "the ingest writer failed");
         }
         let _ = sweeper.await;
+        let _ = heartbeat.await;
         store.close().await;
         tracing::info!("ferrite stopped");
         served
@@ -233,25 +243,33 @@ impl Server {
 }
 
 /// Marks commands EXPIRED once their deadline passes, every second.
-fn spawn_command_expiry(store: Store, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+fn spawn_command_expiry(store: Store, bus: Bus, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 // Shutdown: cancel-safe, nothing is in flight between ticks.
-                _ = stop.changed() => break,
+                _ = stopped(&mut stop) => break,
                 // Next sweep: cancel-safe.
                 _ = tick.tick() => {
                     match store.expire_commands().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::debug!(expired = n, "commands expired"),
+                        Ok(expired) => {
+                            for command in expired {
+                                bus.publish_command(command);
+                            }
+                        }
                         Err(err) => tracing::warn!(error = %err, "expiring commands failed"),
                     }
                 }
             }
         }
     })
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Creates `dir` (and parents) if missing, owner-only on Unix.

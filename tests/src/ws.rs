@@ -171,3 +171,29 @@ pub async fn send_json(socket: &mut RawSocket, message: Value) {
         .await
         .expect("send");
 }
+
+/// Runs a query or mutation over a graphql-ws-client socket and returns its
+/// one response.
+pub async fn run_once(client: &Client, query: &str, variables: Value) -> Value {
+    let mut results = client
+        .subscribe(Op::new(query, variables))
+        .await
+        .expect("the operation starts");
+    tokio::time::timeout(Duration::from_secs(10), results.next())
+        .await
+        .expect("an answer within 10 s")
+        .expect("an answer")
+        .expect("a response")
+}
+
+/// The next item of a subscription, within 10 s.
+pub async fn next_item<S>(stream: &mut S) -> Value
+where
+    S: futures_util::Stream<Item = Result<Value, Error>> + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an item within 10 s")
+        .expect("the subscription is open")
+        .expect("a response")
+}

@@ -1,20 +1,32 @@
 //! Commands: sending them to devices, reading them, answering them.
 
-use async_graphql::{Context, ID, InputObject, Object, connection::Connection};
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::Arc,
+};
+
+use async_graphql::{
+    Context, ID, InputObject, Object, Subscription,
+    connection::Connection,
+    futures_util::{Stream, StreamExt, stream::BoxStream},
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
 
 use super::{
-    context::{principal, state},
+    context::{principal, request, state},
     error::{ApiError, ApiResult, OrNotFound},
     input::{self, CursorKind},
     totals::TotalCount,
 };
 use crate::{
+    bus::Bus,
     config::Limits,
     store::{
-        self, NewCommand,
-        entity::{CommandStatus, Permission, command},
+        self, ConnectorSession, NewCommand, Scope, Store, StoreError,
+        entity::{CommandStatus, DeviceStatus, Permission, command},
     },
 };
 
@@ -22,6 +34,12 @@ const SERVICE_MAX: usize = 128;
 
 /// A request sent to a device, and its answer.
 pub struct Command(pub command::Model);
+
+impl Command {
+    fn shared(model: Arc<command::Model>) -> Self {
+        Command(Arc::unwrap_or_clone(model))
+    }
+}
 
 #[Object]
 impl Command {
@@ -177,11 +195,14 @@ impl CommandMutation {
             .insert_command(caller.scope(), new)
             .await
             .or_not_found("device")?;
+        app.bus.publish_command(command.clone());
         Ok(Command(command))
     }
 
-    /// Answers a command: SUCCEEDED or FAILED, with an optional result.
-    /// CONFLICT when it was already answered or has expired.
+    /// Answers a command: SUCCEEDED or FAILED, with an optional result. Only
+    /// the connector session hosting the command's device may answer
+    /// (FORBIDDEN otherwise); CONFLICT when it was already answered or has
+    /// expired.
     async fn respond_command(
         &self,
         ctx: &Context<'_>,
@@ -198,9 +219,214 @@ impl CommandMutation {
         }
         let command = app
             .store
-            .respond_command(id, caller.scope(), success, result)
+            .command_by_id(id, caller.scope())
             .await
             .or_not_found("command")?;
+        let device = app
+            .store
+            .device_by_id(command.device_id, caller.scope())
+            .await
+            .or_not_found("device")?;
+        let hosting = request(ctx)
+            .session
+            .as_ref()
+            .is_some_and(|session| device.session_id == Some(session.id));
+        if !hosting {
+            return Err(ApiError::Forbidden(
+                "only the connector session hosting the device may answer its commands".into(),
+            ));
+        }
+        let answered = app
+            .store
+            .respond_command(id, caller.scope(), success, result)
+            .await;
+        if let Err(StoreError::Conflict(_)) = &answered {
+            // It may have just expired: tell its watchers.
+            if let Ok(current) = app.store.command_by_id(id, caller.scope()).await {
+                app.bus.publish_command(current);
+            }
+        }
+        let command = answered.or_not_found("command")?;
+        app.bus.publish_command(command.clone());
         Ok(Command(command))
+    }
+}
+
+#[derive(Default)]
+pub struct CommandSubscription;
+
+#[Subscription]
+impl CommandSubscription {
+    /// For a gateway's connector session: the commands for the devices it
+    /// hosts. Open commands queued while it was away come first (oldest
+    /// first), then new ones as they are sent. Each is marked DELIVERED as it
+    /// is handed over. Delivery is at least once: a command delivered just
+    /// before a reconnect may come again (same id) if it was not answered.
+    async fn commands(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<BoxStream<'static, ApiResult<Command>>> {
+        let caller = principal(ctx, Permission::Read)?;
+        let Some(session) = request(ctx).session.clone() else {
+            return Err(ApiError::Forbidden(
+                "`commands` is for connector sessions: name a connectorId in connection_init"
+                    .into(),
+            )
+            .into());
+        };
+        let app = state(ctx);
+        Ok(
+            command_delivery(app.store.clone(), app.bus.clone(), caller.scope(), session)
+                .map(|item| item.map(Command::shared).map_err(ApiError::from))
+                .boxed(),
+        )
+    }
+
+    /// Every change of one command: its current state first, then each
+    /// transition (DELIVERED, SUCCEEDED, FAILED, EXPIRED); it completes once
+    /// the command is final.
+    async fn command_updated(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<BoxStream<'static, ApiResult<Command>>> {
+        let caller = principal(ctx, Permission::Read)?;
+        let id = input::uuid_id("command", &id)?;
+        let app = state(ctx);
+        // Join the ring before reading, so no transition falls in between.
+        let ring = app.bus.subscribe_commands();
+        let current = app
+            .store
+            .command_by_id(id, caller.scope())
+            .await
+            .or_not_found("command")?;
+        Ok(
+            command_updates(app.store.clone(), ring, caller.scope(), current)
+                .map(|item| item.map(Command::shared).map_err(ApiError::from))
+                .boxed(),
+        )
+    }
+}
+
+/// How many delivered command ids a delivery stream remembers to skip
+/// repeats (a command seen both in the initial query and on the ring).
+const REMEMBERED_DELIVERIES: usize = 4096;
+
+/// What woke a delivery stream up.
+enum Wake {
+    Command(Result<Arc<command::Model>, RecvError>),
+    /// Whether the changed device is now bound to this session.
+    Device(Result<bool, RecvError>),
+}
+
+/// The commands a connector session should receive, marking each DELIVERED.
+fn command_delivery(
+    store: Store,
+    bus: Bus,
+    scope: Scope,
+    session: ConnectorSession,
+) -> impl Stream<Item = Result<Arc<command::Model>, StoreError>> + Send + 'static {
+    async_stream::try_stream! {
+        let mut commands = bus.subscribe_commands();
+        let mut devices = bus.subscribe_devices();
+        let mut delivered: HashSet<Uuid> = HashSet::new();
+        let mut order: VecDeque<Uuid> = VecDeque::new();
+        // Open commands for the session's devices: at the start, after a lag,
+        // and when a device is bound to this session.
+        let mut resync = true;
+        loop {
+            if resync {
+                resync = false;
+                for command in store.open_commands_for_session(session.id).await? {
+                    if delivered.insert(command.id) {
+                        order.push_back(command.id);
+                        let id = command.id;
+                        yield Arc::new(command);
+                        if let Some(updated) = store.mark_delivered(id).await? {
+                            bus.publish_command(updated);
+                        }
+                    }
+                }
+            }
+            while order.len() > REMEMBERED_DELIVERIES {
+                if let Some(old) = order.pop_front() {
+                    delivered.remove(&old);
+                }
+            }
+            // `yield` and `?` cannot sit inside `select!`: pick, then act.
+            let wake = tokio::select! {
+                // A new or changed command. Cancel-safe.
+                message = commands.recv() => Wake::Command(message),
+                // A device changed (maybe bound to this session). Cancel-safe.
+                message = devices.recv() => Wake::Device(message.map(|change| {
+                    change.device.session_id == Some(session.id)
+                        && change.device.status == DeviceStatus::Online
+                })),
+            };
+            match wake {
+                Wake::Command(Ok(command)) => {
+                    let ours = command.status == CommandStatus::Pending
+                        && !delivered.contains(&command.id)
+                        && match scope {
+                            Scope::All => true,
+                            Scope::Owner(owner) => command.owner_id == owner,
+                        }
+                        && store
+                            .device_by_id(command.device_id, scope)
+                            .await
+                            .is_ok_and(|device| device.session_id == Some(session.id));
+                    if ours {
+                        delivered.insert(command.id);
+                        order.push_back(command.id);
+                        let id = command.id;
+                        yield command;
+                        if let Some(updated) = store.mark_delivered(id).await? {
+                            bus.publish_command(updated);
+                        }
+                    }
+                }
+                // A device was bound to this session: deliver what waited for it.
+                Wake::Device(Ok(bound)) => resync = bound,
+                Wake::Command(Err(RecvError::Lagged(_))) | Wake::Device(Err(RecvError::Lagged(_))) => {
+                    resync = true;
+                }
+                Wake::Command(Err(RecvError::Closed)) | Wake::Device(Err(RecvError::Closed)) => break,
+            }
+        }
+    }
+}
+
+/// One command's transitions, starting with `current`, until it is final.
+fn command_updates(
+    store: Store,
+    mut ring: tokio::sync::broadcast::Receiver<Arc<command::Model>>,
+    scope: Scope,
+    current: command::Model,
+) -> impl Stream<Item = Result<Arc<command::Model>, StoreError>> + Send + 'static {
+    async_stream::try_stream! {
+        let id = current.id;
+        let mut last = (current.status, current.updated_at);
+        let done = !current.status.is_open();
+        yield Arc::new(current);
+        if done {
+            return;
+        }
+        loop {
+            let latest = match ring.recv().await {
+                Ok(command) if command.id == id => command,
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => Arc::new(store.command_by_id(id, scope).await?),
+                Err(RecvError::Closed) => break,
+            };
+            if (latest.status, latest.updated_at) == last {
+                continue;
+            }
+            last = (latest.status, latest.updated_at);
+            let done = !latest.status.is_open();
+            yield latest;
+            if done {
+                break;
+            }
+        }
     }
 }

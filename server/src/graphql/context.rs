@@ -6,7 +6,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use async_graphql::Context;
 
 use super::error::{ApiError, ApiResult};
-use crate::{AppState, auth::Principal, store::entity::Permission};
+use crate::{
+    AppState,
+    auth::Principal,
+    store::{ConnectorSession, entity::Permission},
+};
 
 /// Per-request (or per-WebSocket-connection) data.
 #[derive(Debug, Clone)]
@@ -15,9 +19,9 @@ pub struct RequestContext {
     pub principal: Option<Principal>,
     /// The client's address, for login throttling.
     pub client: IpAddr,
-    /// The gateway's id, when this is a connector session (a WebSocket whose
-    /// `connection_init` named a `connectorId`).
-    pub connector_id: Option<String>,
+    /// Set when this is a connector session: a WebSocket whose
+    /// `connection_init` named a `connectorId`.
+    pub session: Option<ConnectorSession>,
 }
 
 impl RequestContext {
@@ -25,7 +29,7 @@ impl RequestContext {
         Self {
             principal: None,
             client,
-            connector_id: None,
+            session: None,
         }
     }
 }
@@ -38,7 +42,7 @@ pub fn request<'a>(ctx: &Context<'a>) -> &'a RequestContext {
     static LOCAL: RequestContext = RequestContext {
         principal: None,
         client: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        connector_id: None,
+        session: None,
     };
     ctx.data_opt::<RequestContext>().unwrap_or(&LOCAL)
 }

@@ -1,19 +1,28 @@
-//! Devices: listing, registering, updating, disconnecting, deleting.
+//! Devices: listing, registering, updating, disconnecting, deleting, and
+//! their live changes.
 
-use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object, connection::Connection};
+use std::sync::Arc;
+
+use async_graphql::{
+    Context, ID, InputObject, MaybeUndefined, Object, Subscription,
+    connection::Connection,
+    futures_util::{StreamExt, stream::BoxStream},
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
+use tokio::sync::broadcast::error::RecvError;
 
 use super::{
-    context::{principal, state},
+    context::{principal, request, state},
     error::{ApiResult, OrNotFound},
     input::{self, CursorKind},
     totals::TotalCount,
 };
 use crate::{
+    bus::{self as fanout, DeviceChangeKind},
     config::Limits,
     store::{
-        self, DeviceRegistration, DeviceUpdate,
+        self, DeviceRegistration, DeviceUpdate, RegisterOutcome, Scope, Store,
         entity::{DeviceStatus, Permission, device},
     },
 };
@@ -26,6 +35,23 @@ const LOCATION_MAX: usize = 200;
 
 /// A thing a gateway brings onto the platform.
 pub struct Device(pub device::Model);
+
+/// A change of a device, as `deviceChanged` streams it.
+pub struct DeviceChange {
+    kind: DeviceChangeKind,
+    device: Arc<device::Model>,
+}
+
+#[Object]
+impl DeviceChange {
+    async fn kind(&self) -> DeviceChangeKind {
+        self.kind
+    }
+    /// The device as it is now (as it was, for DELETED).
+    async fn device(&self) -> Device {
+        Device(self.device.as_ref().clone())
+    }
+}
 
 #[Object]
 impl Device {
@@ -210,7 +236,7 @@ impl DeviceMutation {
             attributes.as_ref(),
             &app.config.limits,
         )?;
-        let (device, _) = app
+        let (device, outcome) = app
             .store
             .register_device(
                 caller.user_id,
@@ -220,10 +246,15 @@ impl DeviceMutation {
                     r#type: input.kind,
                     location: input.location,
                     attributes,
-                    connector_id: None,
+                    session: request(ctx).session.clone(),
                 },
             )
             .await?;
+        let kind = match outcome {
+            RegisterOutcome::Created => DeviceChangeKind::Registered,
+            RegisterOutcome::Updated => DeviceChangeKind::Updated,
+        };
+        app.bus.publish_device(kind, device.clone());
         Ok(Device(device))
     }
 
@@ -260,6 +291,8 @@ impl DeviceMutation {
             .update_device(id, caller.scope(), update)
             .await
             .or_not_found("device")?;
+        app.bus
+            .publish_device(DeviceChangeKind::Updated, device.clone());
         Ok(Device(device))
     }
 
@@ -268,11 +301,14 @@ impl DeviceMutation {
     async fn disconnect_device(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Device> {
         let caller = principal(ctx, Permission::Write)?;
         let id = input::uuid_id("device", &id)?;
-        let device = state(ctx)
+        let app = state(ctx);
+        let device = app
             .store
             .disconnect_device(id, caller.scope())
             .await
             .or_not_found("device")?;
+        app.bus
+            .publish_device(DeviceChangeKind::Status, device.clone());
         Ok(Device(device))
     }
 
@@ -280,11 +316,72 @@ impl DeviceMutation {
     async fn delete_device(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ID> {
         let caller = principal(ctx, Permission::Write)?;
         let id = input::uuid_id("device", &id)?;
-        let device = state(ctx)
+        let app = state(ctx);
+        let device = app
             .store
             .delete_device(id, caller.scope())
             .await
             .or_not_found("device")?;
-        Ok(ID(device.id.to_string()))
+        let id = ID(device.id.to_string());
+        app.bus.publish_device(DeviceChangeKind::Deleted, device);
+        Ok(id)
+    }
+}
+
+#[derive(Default)]
+pub struct DeviceSubscription;
+
+#[Subscription]
+impl DeviceSubscription {
+    /// Changes of devices matching the filter, live: REGISTERED, UPDATED,
+    /// STATUS (ONLINE, OFFLINE, DISCONNECTED) and DELETED. A subscriber that
+    /// falls behind receives the current state of every matching device (as
+    /// UPDATED) and carries on.
+    async fn device_changed(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<DeviceFilter>,
+    ) -> async_graphql::Result<BoxStream<'static, ApiResult<DeviceChange>>> {
+        let caller = principal(ctx, Permission::Read)?;
+        let app = state(ctx);
+        let filter = filter.unwrap_or_default().into_store(&app.config.limits)?;
+        Ok(device_changes(app.store.clone(), app.bus.clone(), caller.scope(), filter).boxed())
+    }
+}
+
+/// The live device changes a subscriber with `scope` and `filter` sees.
+fn device_changes(
+    store: Store,
+    bus: fanout::Bus,
+    scope: Scope,
+    filter: store::DeviceFilter,
+) -> impl async_graphql::futures_util::Stream<Item = ApiResult<DeviceChange>> + Send + 'static {
+    async_stream::try_stream! {
+        let mut ring = bus.subscribe_devices();
+        loop {
+            match ring.recv().await {
+                Ok(change) => {
+                    if fanout::device_matches(scope, &filter, &change.device) {
+                        yield DeviceChange { kind: change.kind, device: change.device.clone() };
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    let mut after = None;
+                    loop {
+                        let page = store
+                            .list_devices(scope, &filter, store::PageArgs { first: Some(500), after, last: None, before: None }, 500)
+                            .await?;
+                        after = page.items.last().map(|d| d.id);
+                        for device in page.items {
+                            yield DeviceChange { kind: DeviceChangeKind::Updated, device: Arc::new(device) };
+                        }
+                        if !page.has_next_page {
+                            break;
+                        }
+                    }
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
     }
 }

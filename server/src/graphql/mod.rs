@@ -54,7 +54,11 @@ pub struct Mutation(
 );
 
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(events::EventSubscription);
+pub struct Subscription(
+    events::EventSubscription,
+    devices::DeviceSubscription,
+    commands::CommandSubscription,
+);
 
 pub type FerriteSchema = Schema<Query, Mutation, Subscription>;
 

@@ -42,7 +42,9 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep};
 use tokio_stream::StreamMap;
 
 use super::HttpState;
-use crate::graphql::RequestContext;
+use uuid::Uuid;
+
+use crate::{graphql::RequestContext, store::ConnectorSession};
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 pub const LEGACY_WS: &str = "graphql-ws";
@@ -79,6 +81,7 @@ pub(super) fn upgrade(ws: WebSocketUpgrade, state: HttpState, client: SocketAddr
             client,
             protocol,
             session: None,
+            connector_session: None,
             failed: Vec::new(),
         }
         .run(socket)
@@ -143,6 +146,9 @@ struct Connection {
     session: Option<Arc<Data>>,
     /// Operations that ended with an `error` message: no `complete` follows.
     failed: Vec<String>,
+    /// The connector session's id, when `connection_init` named a
+    /// `connectorId`: its devices go OFFLINE when the socket ends.
+    connector_session: Option<Uuid>,
 }
 
 impl Connection {
@@ -211,6 +217,9 @@ impl Connection {
         };
         // Dropping the operations ends their streams and bus subscriptions.
         drop(operations);
+        if let Some(session_id) = self.connector_session {
+            self.state.app.presence.session_closed(session_id).await;
+        }
         if let Some(Close(code, reason)) = close {
             let frame = CloseFrame {
                 code,
@@ -238,6 +247,7 @@ impl Connection {
                 }
                 match self.authenticate(payload.as_ref()).await {
                     Ok(context) => {
+                        self.connector_session = context.session.as_ref().map(|s| s.id);
                         let mut data = Data::default();
                         data.insert(context);
                         self.session = Some(Arc::new(data));
@@ -325,10 +335,15 @@ impl Connection {
             .authenticate(token)
             .await
             .map_err(|_| "the token is not valid")?;
+        let session = connector_id.map(|connector_id| ConnectorSession {
+            id: Uuid::new_v4(),
+            node_id: self.state.app.presence.node_id(),
+            connector_id,
+        });
         Ok(RequestContext {
             principal: Some(principal),
             client: self.client.ip(),
-            connector_id,
+            session,
         })
     }
 

@@ -2,15 +2,16 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, Set,
-    sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+    sea_query::{Expr, Query},
 };
 use serde_json::Value as Json;
 use uuid::Uuid;
 
 use super::{
     Scope, Store, StoreError,
-    entity::{CommandStatus, command},
+    entity::{CommandStatus, command, device},
     now,
     page::{Order, Page, PageArgs, fetch_page},
     scoped,
@@ -181,18 +182,87 @@ impl Store {
         Ok(saved)
     }
 
-    /// Marks every open command past its deadline EXPIRED; returns how many.
-    pub async fn expire_commands(&self) -> Result<u64, StoreError> {
+    /// Marks every open command past its deadline EXPIRED and returns them.
+    pub async fn expire_commands(&self) -> Result<Vec<command::Model>, StoreError> {
         let at = now();
-        let result = command::Entity::update_many()
-            .col_expr(command::Column::Status, Expr::value(CommandStatus::Expired))
-            .col_expr(command::Column::UpdatedAt, Expr::value(at))
+        let open = [CommandStatus::Pending, CommandStatus::Delivered];
+        // A read first: most sweeps find nothing and need no write lock.
+        let due: Vec<Uuid> = command::Entity::find()
+            .filter(command::Column::Status.is_in(open))
+            .filter(command::Column::ExpiresAt.lte(at))
+            .select_only()
+            .column(command::Column::Id)
+            .limit(1000)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self.begin_write().await?;
+        // Still open: an answer may have come in since the read.
+        let expiring = command::Entity::find()
+            .filter(command::Column::Id.is_in(due))
+            .filter(command::Column::Status.is_in(open))
+            .order_by_asc(command::Column::Id)
+            .all(&tx)
+            .await?;
+        let mut expired = Vec::with_capacity(expiring.len());
+        for found in expiring {
+            let mut model: command::ActiveModel = found.into();
+            model.status = Set(CommandStatus::Expired);
+            model.updated_at = Set(at);
+            expired.push(model.update(&tx).await?);
+        }
+        tx.commit().await?;
+        Ok(expired)
+    }
+
+    /// The open, unexpired commands for devices bound to connector session
+    /// `session_id`, oldest first: what a gateway gets when it subscribes.
+    /// DELIVERED ones are included: the gateway may not have received them
+    /// before it went away (delivery is at least once; ids identify repeats).
+    pub async fn open_commands_for_session(
+        &self,
+        session_id: Uuid,
+    ) -> Result<Vec<command::Model>, StoreError> {
+        Ok(command::Entity::find()
+            .filter(
+                command::Column::DeviceId.in_subquery(
+                    Query::select()
+                        .column(device::Column::Id)
+                        .from(device::Entity)
+                        .and_where(device::Column::SessionId.eq(session_id))
+                        .to_owned(),
+                ),
+            )
             .filter(
                 command::Column::Status.is_in([CommandStatus::Pending, CommandStatus::Delivered]),
             )
-            .filter(command::Column::ExpiresAt.lte(at))
+            .filter(command::Column::ExpiresAt.gt(now()))
+            .order_by_asc(command::Column::Id)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Marks a PENDING command DELIVERED. Returns the command when this call
+    /// changed it, `None` when it was not PENDING any more.
+    pub async fn mark_delivered(&self, id: Uuid) -> Result<Option<command::Model>, StoreError> {
+        let at = now();
+        let result = command::Entity::update_many()
+            .col_expr(
+                command::Column::Status,
+                Expr::value(CommandStatus::Delivered),
+            )
+            .col_expr(command::Column::DeliveredAt, Expr::value(at))
+            .col_expr(command::Column::UpdatedAt, Expr::value(at))
+            .filter(command::Column::Id.eq(id))
+            .filter(command::Column::Status.eq(CommandStatus::Pending))
             .exec(&self.db)
             .await?;
-        Ok(result.rows_affected)
+        if result.rows_affected == 0 {
+            return Ok(None);
+        }
+        Ok(command::Entity::find_by_id(id).one(&self.db).await?)
     }
 }

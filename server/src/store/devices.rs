@@ -58,7 +58,18 @@ pub struct DeviceRegistration {
     pub attributes: Option<Json>,
     /// The connector session registering it, if any: the device is then ONLINE
     /// and bound to that session.
-    pub connector_id: Option<String>,
+    pub session: Option<ConnectorSession>,
+}
+
+/// A gateway's WebSocket session: devices it registers are bound to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorSession {
+    /// Unique per socket.
+    pub id: Uuid,
+    /// The node the socket is connected to.
+    pub node_id: Uuid,
+    /// The gateway's own name for itself, from `connection_init`.
+    pub connector_id: String,
 }
 
 /// Whether `register_device` created the device or updated an existing one.
@@ -156,13 +167,13 @@ impl Store {
             .one(&tx)
             .await?;
         let at = now();
-        let (status, last_seen_at) = match &registration.connector_id {
-            Some(_) => (DeviceStatus::Online, Some(at)),
-            None => (DeviceStatus::Offline, None),
-        };
+        let session = registration.session.as_ref();
+        let connector_id = session.map(|s| s.connector_id.clone());
+        let session_id = session.map(|s| s.id);
+        let node_id = session.map(|s| s.node_id);
         let (saved, outcome) = match existing {
             Some(found) => {
-                let previous_last_seen = found.last_seen_at;
+                let was_disconnected = found.status == DeviceStatus::Disconnected;
                 let mut model: device::ActiveModel = found.into();
                 if let Some(name) = &registration.name {
                     model.name = Set(name.clone());
@@ -176,9 +187,18 @@ impl Store {
                 if let Some(attributes) = &registration.attributes {
                     model.attributes = Set(attributes.clone());
                 }
-                model.status = Set(status);
-                model.connector_id = Set(registration.connector_id.clone());
-                model.last_seen_at = Set(last_seen_at.or(previous_last_seen));
+                // Registered over a session: ONLINE and bound to it. Over
+                // HTTP: the device keeps its presence, but a DISCONNECTED one
+                // is back on the platform, OFFLINE.
+                if session.is_some() {
+                    model.status = Set(DeviceStatus::Online);
+                    model.connector_id = Set(connector_id);
+                    model.session_id = Set(session_id);
+                    model.node_id = Set(node_id);
+                    model.last_seen_at = Set(Some(at));
+                } else if was_disconnected {
+                    model.status = Set(DeviceStatus::Offline);
+                }
                 model.updated_at = Set(at);
                 (model.update(&tx).await?, RegisterOutcome::Updated)
             }
@@ -200,11 +220,17 @@ impl Store {
                         .attributes
                         .clone()
                         .unwrap_or_else(|| Json::Object(Default::default()))),
-                    status: Set(status),
-                    connector_id: Set(registration.connector_id.clone()),
-                    last_seen_at: Set(last_seen_at),
+                    status: Set(if session.is_some() {
+                        DeviceStatus::Online
+                    } else {
+                        DeviceStatus::Offline
+                    }),
+                    connector_id: Set(connector_id),
+                    last_seen_at: Set(session.map(|_| at)),
                     created_at: Set(at),
                     updated_at: Set(at),
+                    session_id: Set(session_id),
+                    node_id: Set(node_id),
                 };
                 (model.insert(&tx).await?, RegisterOutcome::Created)
             }
@@ -267,6 +293,8 @@ impl Store {
         let mut model: device::ActiveModel = found.into();
         model.status = Set(DeviceStatus::Disconnected);
         model.connector_id = Set(None);
+        model.session_id = Set(None);
+        model.node_id = Set(None);
         if was_online {
             model.last_seen_at = Set(Some(at));
         }

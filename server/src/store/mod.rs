@@ -20,6 +20,7 @@ mod api_keys;
 mod commands;
 mod devices;
 mod events;
+mod nodes;
 mod page;
 mod refresh_tokens;
 mod users;
@@ -35,7 +36,9 @@ use uuid::Uuid;
 
 pub use commands::CommandFilter;
 pub use commands::NewCommand;
-pub use devices::{DeviceFilter, DeviceRegistration, DeviceUpdate, RegisterOutcome};
+pub use devices::{
+    ConnectorSession, DeviceFilter, DeviceRegistration, DeviceUpdate, RegisterOutcome,
+};
 pub use events::{EventFilter, EventJob, NewEvent, StoredEvent};
 pub use page::{Page, PageArgs};
 pub use refresh_tokens::RotateOutcome;

@@ -1,10 +1,11 @@
-//! Commands over HTTP: queued PENDING, answered once, expired when unanswered.
-//! (Delivery to gateways comes with the WebSocket transport.)
+//! Commands over HTTP: queued PENDING, answered once (by the gateway session
+//! hosting the device), expired when unanswered. Delivery to gateways is
+//! tested in `realtime`.
 
 use std::time::{Duration, Instant};
 
-use ferrite_e2e::{Backend, TestApp, on_both_backends};
-use serde_json::json;
+use ferrite_e2e::{Backend, TestApp, on_both_backends, ws::run_once};
+use serde_json::{Value, json};
 
 on_both_backends!(
     a_command_is_queued_and_answered_once,
@@ -15,10 +16,42 @@ on_both_backends!(
 const SEND: &str = "mutation($i: SendCommandInput!) { sendCommand(input: $i) { id status service payload expiresAt result } }";
 const RESPOND: &str = "mutation($id: ID!, $ok: Boolean!, $r: JSON) { respondCommand(id: $id, success: $ok, result: $r) { id status result respondedAt } }";
 
+/// A gateway session that registered `external_id`; returns the client and
+/// the device id.
+async fn gateway(
+    app: &TestApp,
+    token: &str,
+    external_id: &str,
+) -> (graphql_ws_client::Client, String) {
+    let client = app
+        .ws_client(token, Some("gateway-1"))
+        .await
+        .expect("the gateway connects");
+    let registered = run_once(
+        &client,
+        "mutation($e: String!) { registerDevice(input: {externalId: $e}) { id status } }",
+        json!({"e": external_id}),
+    )
+    .await;
+    assert_eq!(
+        registered["data"]["registerDevice"]["status"], "ONLINE",
+        "{registered}"
+    );
+    let id = registered["data"]["registerDevice"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (client, id)
+}
+
+async fn respond(client: &graphql_ws_client::Client, id: &Value, ok: bool, result: Value) -> Value {
+    run_once(client, RESPOND, json!({"id": id, "ok": ok, "r": result})).await
+}
+
 async fn a_command_is_queued_and_answered_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
-    let device = app.register_device(&admin, "relay").await;
+    let (gateway, device) = gateway(&app, &admin, "relay").await;
     let sent = app
         .gql(
             Some(&admin),
@@ -31,27 +64,28 @@ async fn a_command_is_queued_and_answered_once(backend: Backend) {
     assert_eq!(command["payload"], json!({"on": true}));
     let id = command["id"].clone();
 
-    let answered = app
+    // Only the hosting session may answer: not the admin over HTTP.
+    let over_http = app
         .gql(
             Some(&admin),
             RESPOND,
-            json!({"id": id, "ok": true, "r": {"state": "on"}}),
+            json!({"id": id, "ok": true, "r": null}),
         )
         .await;
-    assert_eq!(answered.data()["respondCommand"]["status"], "SUCCEEDED");
+    assert_eq!(over_http.error_code(), "FORBIDDEN");
+
+    let answered = respond(&gateway, &id, true, json!({"state": "on"})).await;
     assert_eq!(
-        answered.data()["respondCommand"]["result"],
+        answered["data"]["respondCommand"]["status"], "SUCCEEDED",
+        "{answered}"
+    );
+    assert_eq!(
+        answered["data"]["respondCommand"]["result"],
         json!({"state": "on"})
     );
 
-    let again = app
-        .gql(
-            Some(&admin),
-            RESPOND,
-            json!({"id": id, "ok": false, "r": null}),
-        )
-        .await;
-    assert_eq!(again.error_code(), "CONFLICT");
+    let again = respond(&gateway, &id, false, Value::Null).await;
+    assert_eq!(again["errors"][0]["extensions"]["code"], "CONFLICT");
     let read = app
         .gql(
             Some(&admin),
@@ -73,13 +107,11 @@ async fn a_command_is_queued_and_answered_once(backend: Backend) {
         )
         .await;
     let second_id = second.data()["sendCommand"]["id"].clone();
-    app.gql(
-        Some(&admin),
-        RESPOND,
-        json!({"id": second_id, "ok": false, "r": "busy"}),
-    )
-    .await
-    .data();
+    let failed = respond(&gateway, &second_id, false, json!("busy")).await;
+    assert_eq!(
+        failed["data"]["respondCommand"]["status"], "FAILED",
+        "{failed}"
+    );
     let listed = app
         .gql(Some(&admin), "{ commands { totalCount nodes { service status } } failed: commands(filter: {statuses: [FAILED]}) { totalCount } }", json!({}))
         .await;
@@ -112,7 +144,7 @@ async fn a_command_is_queued_and_answered_once(backend: Backend) {
 async fn an_unanswered_command_expires(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
-    let device = app.register_device(&admin, "sleepy").await;
+    let (gateway, device) = gateway(&app, &admin, "sleepy").await;
     let sent = app
         .gql(
             Some(&admin),
@@ -138,14 +170,8 @@ async fn an_unanswered_command_expires(backend: Backend) {
         assert!(Instant::now() < deadline, "the command never expired");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let late = app
-        .gql(
-            Some(&admin),
-            RESPOND,
-            json!({"id": id, "ok": true, "r": null}),
-        )
-        .await;
-    assert_eq!(late.error_code(), "CONFLICT");
+    let late = respond(&gateway, &id, true, Value::Null).await;
+    assert_eq!(late["errors"][0]["extensions"]["code"], "CONFLICT");
 }
 
 async fn command_input_is_checked(backend: Backend) {

@@ -19,6 +19,10 @@ pub struct Model {
     pub last_seen_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The connector session hosting the device while it is ONLINE.
+    pub session_id: Option<Uuid>,
+    /// The node that session is connected to.
+    pub node_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

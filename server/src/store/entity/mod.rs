@@ -8,6 +8,7 @@ pub mod api_key;
 pub mod command;
 pub mod device;
 pub mod event;
+pub mod node;
 pub mod refresh_token;
 pub mod user;
 
