@@ -107,6 +107,7 @@ async fn fresh_postgres_database() -> String {
 /// A running server with a fresh database.
 pub struct TestApp {
     pub addr: SocketAddr,
+    config: Config,
     pub client: reqwest::Client,
     pub backend: Backend,
     pub database_url: String,
@@ -176,7 +177,18 @@ impl TestApp {
         };
         adjust(&mut config);
         config.validate().expect("a valid test configuration");
-        let server = Server::start(config).await.expect("the server starts");
+        Self::start(backend, config, database_url, data_dir).await
+    }
+
+    async fn start(
+        backend: Backend,
+        config: Config,
+        database_url: String,
+        data_dir: tempfile::TempDir,
+    ) -> TestApp {
+        let server = Server::start(config.clone())
+            .await
+            .expect("the server starts");
         let addr = server.local_addr();
         let (shutdown, stop) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
@@ -189,6 +201,7 @@ impl TestApp {
         });
         TestApp {
             addr,
+            config,
             client: reqwest::Client::new(),
             backend,
             database_url,
@@ -202,14 +215,31 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Stops the server and waits until it has.
+    /// Stops the server gracefully and waits until it has.
     pub async fn stop(mut self) {
+        self.stop_server().await;
+    }
+
+    async fn stop_server(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
         if let Some(handle) = self.handle.take() {
             handle.await.expect("the server task ends cleanly");
         }
+    }
+
+    /// Stops the server and starts a new one (a new node, on a new port) on
+    /// the same database and data directory.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop_server().await;
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().expect("an address");
+        let data_dir = std::mem::replace(
+            &mut self._data_dir,
+            tempfile::tempdir().expect("a temp dir"),
+        );
+        Self::start(self.backend, config, self.database_url.clone(), data_dir).await
     }
 
     /// POSTs a GraphQL request.

@@ -340,11 +340,7 @@ fn command_delivery(
                 for command in store.open_commands_for_session(session.id).await? {
                     if delivered.insert(command.id) {
                         order.push_back(command.id);
-                        let id = command.id;
-                        yield Arc::new(command);
-                        if let Some(updated) = store.mark_delivered(id).await? {
-                            bus.publish_command(updated);
-                        }
+                        yield hand_over(&store, &bus, Arc::new(command)).await?;
                     }
                 }
             }
@@ -378,11 +374,7 @@ fn command_delivery(
                     if ours {
                         delivered.insert(command.id);
                         order.push_back(command.id);
-                        let id = command.id;
-                        yield command;
-                        if let Some(updated) = store.mark_delivered(id).await? {
-                            bus.publish_command(updated);
-                        }
+                        yield hand_over(&store, &bus, command).await?;
                     }
                 }
                 // A device was bound to this session: deliver what waited for it.
@@ -393,6 +385,23 @@ fn command_delivery(
                 Wake::Command(Err(RecvError::Closed)) | Wake::Device(Err(RecvError::Closed)) => break,
             }
         }
+    }
+}
+
+/// Marks a command DELIVERED (and says so on the bus) before it is handed to
+/// the gateway, so the gateway's answer always comes after DELIVERED.
+async fn hand_over(
+    store: &Store,
+    bus: &Bus,
+    command: Arc<command::Model>,
+) -> Result<Arc<command::Model>, StoreError> {
+    match store.mark_delivered(command.id).await? {
+        Some(updated) => {
+            bus.publish_command(updated.clone());
+            Ok(Arc::new(updated))
+        }
+        // Already DELIVERED (a repeat after a reconnect) or answered meanwhile.
+        None => Ok(command),
     }
 }
 

@@ -6,6 +6,7 @@ mod auth;
 mod commands;
 mod devices;
 mod events;
+mod gateways;
 mod http;
 mod readme;
 mod realtime;
