@@ -141,7 +141,7 @@ async fn commit(store: &Store, bus: &Bus, batch: Vec<Job>) {
                 // The publisher may have gone away; its events are stored anyway.
                 let _ = reply.send(outcome);
             }
-            bus.publish_events(fresh);
+            bus.events_committed(fresh);
         }
         Err(err) => {
             tracing::error!(error = %err, cause = ?std::error::Error::source(&err), jobs = jobs.len(), "an ingest batch failed");

@@ -102,6 +102,8 @@ pub struct Server {
     listener: TcpListener,
     generated_admin_password: Option<String>,
     ingest_writer: JoinHandle<()>,
+    /// On PostgreSQL: the fan-out between nodes, started by `run`.
+    relay: Option<bus::postgres::Relay>,
 }
 
 /// Opens and migrates the database the configuration names, creating the
@@ -148,8 +150,18 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
-        let bus = Bus::new(config.bus.capacity);
-        let presence = Presence::start(store.clone(), bus.clone())
+        let node_id = uuid::Uuid::new_v4();
+        let (bus, relay) = if store.backend() == sea_orm::DbBackend::Postgres {
+            let (bus, relay) = Bus::relayed(
+                config.bus.capacity,
+                node_id,
+                &config.effective_database_url(),
+            );
+            (bus, Some(relay))
+        } else {
+            (Bus::new(config.bus.capacity), None)
+        };
+        let presence = Presence::start(node_id, store.clone(), bus.clone())
             .await
             .map_err(StartError::Database)?;
         let (ingest, ingest_writer) =
@@ -166,6 +178,7 @@ impl Server {
             listener,
             generated_admin_password,
             ingest_writer,
+            relay,
         })
     }
 
@@ -190,11 +203,14 @@ impl Server {
             state,
             listener,
             ingest_writer,
+            relay,
             ..
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let sweeper = spawn_command_expiry(state.store.clone(), state.bus.clone(), stop_rx.clone());
         let heartbeat = state.presence.clone().spawn(stop_rx.clone());
+        let relay =
+            relay.map(|relay| relay.spawn(state.store.clone(), state.bus.clone(), stop_rx.clone()));
         let store = state.store.clone();
         let schema = graphql::schema(state.clone());
         let (open_sockets, mut sockets_closed) = mpsc::channel::<()>(1);
@@ -236,6 +252,9 @@ impl Server {
         }
         let _ = sweeper.await;
         let _ = heartbeat.await;
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
         store.close().await;
         tracing::info!("ferrite stopped");
         served

@@ -40,9 +40,9 @@ pub struct Presence {
 
 impl Presence {
     /// Registers this node and releases devices left ONLINE by dead ones.
-    pub async fn start(store: Store, bus: Bus) -> Result<Presence, StoreError> {
+    pub async fn start(node_id: Uuid, store: Store, bus: Bus) -> Result<Presence, StoreError> {
         let presence = Presence {
-            node_id: Uuid::new_v4(),
+            node_id,
             store,
             bus,
         };

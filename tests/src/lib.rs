@@ -229,6 +229,16 @@ impl TestApp {
         }
     }
 
+    /// A second server (another node) on the same database, as a cluster of
+    /// two would run: same JWT secret, own data directory and port.
+    pub async fn spawn_peer(&self) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("a temp dir");
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().expect("an address");
+        config.data_dir = data_dir.path().to_owned();
+        Self::start(self.backend, config, self.database_url.clone(), data_dir).await
+    }
+
     /// Stops the server and starts a new one (a new node, on a new port) on
     /// the same database and data directory.
     pub async fn restart(mut self) -> TestApp {

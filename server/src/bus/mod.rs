@@ -9,9 +9,19 @@
 //! the store by cursor and rejoins the ring: nothing is lost, only read from
 //! a different place.
 //!
-//! Event messages are published in increasing id order: the ingest writer is
-//! the only publisher of events and commits batches one at a time (on
-//! PostgreSQL, under a lock shared by every node).
+//! Event messages are published in increasing id order. On SQLite the
+//! ingest writer, the only writer of events, publishes each batch after it
+//! commits. On PostgreSQL several nodes write, so events reach the bus only
+//! through the relay (`postgres`), which reads them from the store in id
+//! order; commits are serialised by an advisory lock, so reading "ids above
+//! the last one published" never skips an event committed later.
+//!
+//! # Layout
+//! - this module: the rings, the lossless [`event_stream`], live filters;
+//! - `postgres`: the relay between nodes over `LISTEN/NOTIFY`.
+
+/// Fan-out between nodes sharing a PostgreSQL database.
+pub mod postgres;
 
 use std::sync::Arc;
 
@@ -41,7 +51,9 @@ impl From<StoredEvent> for BusEvent {
 }
 
 /// What happened to a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum, serde::Serialize, serde::Deserialize,
+)]
 pub enum DeviceChangeKind {
     /// Registered for the first time.
     Registered,
@@ -67,21 +79,42 @@ pub struct Bus {
     events: broadcast::Sender<Arc<BusEvent>>,
     devices: broadcast::Sender<Arc<DeviceChange>>,
     commands: broadcast::Sender<Arc<command::Model>>,
+    /// Set on PostgreSQL: changes are also told to the other nodes, and
+    /// events reach the rings through the relay.
+    relay: Option<postgres::RelayLink>,
 }
 
 impl Bus {
-    /// A bus whose rings hold `capacity` messages each.
+    /// A bus for one node on its own (SQLite), whose rings hold `capacity`
+    /// messages each.
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Bus {
             events: broadcast::channel(capacity).0,
             devices: broadcast::channel(capacity).0,
             commands: broadcast::channel(capacity).0,
+            relay: None,
         }
     }
 
-    /// Fans a committed device change out.
+    /// The ingest writer committed these events.
+    pub fn events_committed(&self, events: Vec<BusEvent>) {
+        match &self.relay {
+            None => self.publish_events(events),
+            // The relay reads them back in global id order.
+            Some(relay) => relay.wake_pump(),
+        }
+    }
+
+    /// Fans a committed device change out, here and to the other nodes.
     pub fn publish_device(&self, kind: DeviceChangeKind, device: device::Model) {
+        if let Some(relay) = &self.relay {
+            relay.tell_device(kind, &device);
+        }
+        self.publish_device_here(kind, device);
+    }
+
+    fn publish_device_here(&self, kind: DeviceChangeKind, device: device::Model) {
         let _ = self.devices.send(Arc::new(DeviceChange {
             kind,
             device: Arc::new(device),
@@ -93,8 +126,16 @@ impl Bus {
         self.devices.subscribe()
     }
 
-    /// Fans a committed command (new, or in a new state) out.
+    /// Fans a committed command (new, or in a new state) out, here and to
+    /// the other nodes.
     pub fn publish_command(&self, command: command::Model) {
+        if let Some(relay) = &self.relay {
+            relay.tell_command(command.id);
+        }
+        self.publish_command_here(command);
+    }
+
+    fn publish_command_here(&self, command: command::Model) {
         let _ = self.commands.send(Arc::new(command));
     }
 
@@ -104,7 +145,7 @@ impl Bus {
     }
 
     /// Fans committed events out, in the order given (increasing ids).
-    pub fn publish_events(&self, events: impl IntoIterator<Item = BusEvent>) {
+    fn publish_events(&self, events: impl IntoIterator<Item = BusEvent>) {
         for event in events {
             // An error only means nobody is subscribed right now.
             let _ = self.events.send(Arc::new(event));

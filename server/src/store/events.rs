@@ -300,6 +300,51 @@ impl Store {
             .await?)
     }
 
+    /// Up to `limit` events with ids above `after`, in id order, each with
+    /// its device's location: what the relay publishes.
+    pub async fn events_after_with_location(
+        &self,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<(event::Model, Option<String>)>, StoreError> {
+        let events = self
+            .events_after(Scope::All, &EventFilter::default(), after, limit)
+            .await?;
+        let mut device_ids: Vec<Uuid> = events.iter().map(|e| e.device_id).collect();
+        device_ids.sort_unstable();
+        device_ids.dedup();
+        let locations: HashMap<Uuid, Option<String>> = device::Entity::find()
+            .filter(device::Column::Id.is_in(device_ids))
+            .select_only()
+            .column(device::Column::Id)
+            .column(device::Column::Location)
+            .into_tuple::<(Uuid, Option<String>)>()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(events
+            .into_iter()
+            .map(|event| {
+                let location = locations.get(&event.device_id).cloned().flatten();
+                (event, location)
+            })
+            .collect())
+    }
+
+    /// Sends a PostgreSQL notification (outside any transaction).
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        use sea_orm::{ConnectionTrait, Statement};
+        self.db
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_notify($1, $2)",
+                [channel.into(), payload.into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
     /// The highest event id stored, or 0.
     pub async fn last_event_id(&self) -> Result<i64, StoreError> {
         Ok(event::Entity::find()

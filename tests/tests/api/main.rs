@@ -3,6 +3,7 @@
 //! area, so the test suite links once.
 
 mod auth;
+mod cluster;
 mod commands;
 mod devices;
 mod events;
