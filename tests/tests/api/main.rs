@@ -11,3 +11,4 @@ mod gateways;
 mod http;
 mod readme;
 mod realtime;
+mod shutdown;
