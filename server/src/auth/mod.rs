@@ -75,6 +75,9 @@ pub struct Principal {
     /// What this credential may do, already capped by the role.
     pub permission: Permission,
     pub credential: Credential,
+    /// When the credential stops being valid (an access token's `exp`);
+    /// `None` for API keys, which last until revoked.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// The strongest permission a credential of a user with `role` may hold.
@@ -86,7 +89,7 @@ pub fn permission_cap(role: Role) -> Permission {
 }
 
 impl Principal {
-    fn session(user: user::Model) -> Self {
+    fn session(user: user::Model, expires_at: DateTime<Utc>) -> Self {
         Self {
             user_id: user.id,
             username: user.username,
@@ -94,6 +97,7 @@ impl Principal {
             // A person may manage their own keys and password, whatever the role.
             permission: Permission::Admin,
             credential: Credential::Session,
+            expires_at: Some(expires_at),
         }
     }
 
@@ -106,6 +110,7 @@ impl Principal {
             // was made.
             permission: key.permission.min(permission_cap(owner.role)),
             credential: Credential::ApiKey { id: key.id },
+            expires_at: None,
         }
     }
 
@@ -214,9 +219,9 @@ impl Auth {
                 Err(err) => Err(err.into()),
             }
         } else {
-            let user_id = self.jwt.verify(token)?;
+            let (user_id, expires_at) = self.jwt.verify(token)?;
             match self.store.user_by_id(user_id).await {
-                Ok(user) => Ok(Principal::session(user)),
+                Ok(user) => Ok(Principal::session(user, expires_at)),
                 Err(StoreError::NotFound) => {
                     Err(AuthError::Unauthenticated("the access token is not valid"))
                 }

@@ -119,8 +119,8 @@ impl JwtKeys {
         Ok((token, expires_at))
     }
 
-    /// The user id of a valid access token.
-    pub fn verify(&self, token: &str) -> Result<Uuid, AuthError> {
+    /// The user id of a valid access token, and when the token expires.
+    pub fn verify(&self, token: &str) -> Result<(Uuid, DateTime<Utc>), AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|err| match err.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
@@ -133,8 +133,11 @@ impl JwtKeys {
         if data.claims.iat > Utc::now().timestamp() + LEEWAY_SECONDS as i64 {
             return Err(AuthError::Unauthenticated("the access token is not valid"));
         }
-        Uuid::parse_str(&data.claims.sub)
-            .map_err(|_| AuthError::Unauthenticated("the access token is not valid"))
+        let user = Uuid::parse_str(&data.claims.sub)
+            .map_err(|_| AuthError::Unauthenticated("the access token is not valid"))?;
+        let expires_at = DateTime::from_timestamp(data.claims.exp, 0)
+            .ok_or(AuthError::Unauthenticated("the access token is not valid"))?;
+        Ok((user, expires_at))
     }
 }
 
@@ -147,7 +150,7 @@ mod tests {
         let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60));
         let user = Uuid::new_v4();
         let (token, _) = keys.issue(user).unwrap();
-        assert_eq!(keys.verify(&token).unwrap(), user);
+        assert_eq!(keys.verify(&token).unwrap().0, user);
         let other = JwtKeys::new(b"another secret of enough length!", Duration::from_secs(60));
         assert!(other.verify(&token).is_err());
         assert!(keys.verify("not.a.jwt").is_err());

@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use async_graphql::futures_util::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
+use uuid::Uuid;
 
 use crate::store::{
     DeviceFilter, EventFilter, Scope, Store, StoreError, StoredEvent,
@@ -79,6 +80,8 @@ pub struct Bus {
     events: broadcast::Sender<Arc<BusEvent>>,
     devices: broadcast::Sender<Arc<DeviceChange>>,
     commands: broadcast::Sender<Arc<command::Model>>,
+    /// Ids of revoked API keys: connections opened with them close.
+    revocations: broadcast::Sender<Uuid>,
     /// Set on PostgreSQL: changes are also told to the other nodes, and
     /// events reach the rings through the relay.
     relay: Option<postgres::RelayLink>,
@@ -93,6 +96,7 @@ impl Bus {
             events: broadcast::channel(capacity).0,
             devices: broadcast::channel(capacity).0,
             commands: broadcast::channel(capacity).0,
+            revocations: broadcast::channel(64).0,
             relay: None,
         }
     }
@@ -137,6 +141,23 @@ impl Bus {
 
     fn publish_command_here(&self, command: command::Model) {
         let _ = self.commands.send(Arc::new(command));
+    }
+
+    /// An API key was revoked, here and on the other nodes.
+    pub fn publish_key_revoked(&self, key: Uuid) {
+        if let Some(relay) = &self.relay {
+            relay.tell_key_revoked(key);
+        }
+        self.publish_key_revoked_here(key);
+    }
+
+    fn publish_key_revoked_here(&self, key: Uuid) {
+        let _ = self.revocations.send(key);
+    }
+
+    /// A receiver of API key revocations from now on.
+    pub fn subscribe_revocations(&self) -> broadcast::Receiver<Uuid> {
+        self.revocations.subscribe()
     }
 
     /// A receiver of every command change from now on.

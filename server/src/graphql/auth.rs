@@ -293,16 +293,43 @@ impl AuthMutation {
         })
     }
 
+    /// On a WebSocket: presents a fresh token of the same user so the
+    /// connection outlives the token it was opened with (a connection whose
+    /// access token expires is closed with 4403). Returns the new expiry
+    /// (`null` for an API key, which does not expire).
+    async fn renew_connection(
+        &self,
+        ctx: &Context<'_>,
+        token: String,
+    ) -> ApiResult<Option<DateTime<Utc>>> {
+        let Some(lease) = request(ctx).socket.clone() else {
+            return Err(ApiError::bad_input(
+                "renewConnection is for WebSocket connections; over HTTP, send the new token with each request",
+            ));
+        };
+        let fresh = state(ctx).auth.authenticate(&token).await?;
+        if fresh.user_id != lease.user_id {
+            return Err(ApiError::Forbidden(
+                "the new token belongs to another user; open a new connection".into(),
+            ));
+        }
+        lease.expires.send_replace(fresh.expires_at);
+        Ok(fresh.expires_at)
+    }
+
     /// Revokes one of the caller's keys (any key, for an administrator). It
     /// stops working at once.
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ApiKey> {
         let caller = principal(ctx, Permission::Admin)?;
         let id = input::uuid_id("API key", &id)?;
-        let key = state(ctx)
+        let app = state(ctx);
+        let key = app
             .store
             .revoke_api_key(id, caller.scope())
             .await
             .or_not_found("API key")?;
+        // Connections opened with it close too.
+        app.bus.publish_key_revoked(key.id);
         Ok(ApiKey(key))
     }
 }

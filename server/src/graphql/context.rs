@@ -1,9 +1,15 @@
 //! What a resolver reads from its context: the shared state, the caller and
 //! its address.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+};
 
 use async_graphql::Context;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult};
 use crate::{
@@ -22,6 +28,20 @@ pub struct RequestContext {
     /// Set when this is a connector session: a WebSocket whose
     /// `connection_init` named a `connectorId`.
     pub session: Option<ConnectorSession>,
+    /// Set on a WebSocket: the connection's credential, which the client
+    /// may renew with `renewConnection`.
+    pub socket: Option<Arc<SocketLease>>,
+}
+
+/// The credential a WebSocket connection runs on. The principal is fixed
+/// for the connection's life; only the expiry moves, when the client renews
+/// it with a fresh token of the same user.
+#[derive(Debug)]
+pub struct SocketLease {
+    pub user_id: Uuid,
+    /// When the credential expires (`None`: an API key, until revoked). The
+    /// connection closes with 4403 at that moment unless renewed before.
+    pub expires: watch::Sender<Option<DateTime<Utc>>>,
 }
 
 impl RequestContext {
@@ -30,6 +50,7 @@ impl RequestContext {
             principal: None,
             client,
             session: None,
+            socket: None,
         }
     }
 }
@@ -43,6 +64,7 @@ pub fn request<'a>(ctx: &Context<'a>) -> &'a RequestContext {
         principal: None,
         client: IpAddr::V4(Ipv4Addr::LOCALHOST),
         session: None,
+        socket: None,
     };
     ctx.data_opt::<RequestContext>().unwrap_or(&LOCAL)
 }

@@ -33,7 +33,7 @@ mod totals;
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 
 pub use auth::validate_username;
-pub use context::RequestContext;
+pub use context::{RequestContext, SocketLease};
 
 use crate::{AppState, config::Limits};
 

@@ -36,15 +36,23 @@ use axum::{
     extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
     response::Response as HttpResponse,
 };
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep};
+use tokio::{
+    sync::{broadcast, watch},
+    time::{Instant, MissedTickBehavior, interval_at, sleep, sleep_until},
+};
 use tokio_stream::StreamMap;
 
 use super::HttpState;
 use uuid::Uuid;
 
-use crate::{graphql::RequestContext, store::ConnectorSession};
+use crate::{
+    auth,
+    graphql::{RequestContext, SocketLease},
+    store::ConnectorSession,
+};
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 pub const LEGACY_WS: &str = "graphql-ws";
@@ -164,6 +172,11 @@ impl Connection {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
         let mut shutdown = self.state.shutdown.clone();
+        // The credential's end: its expiry (renewable) and, for an API key,
+        // its revocation.
+        let mut credential = Credential::default();
+        let expiry = sleep_until(FAR_FUTURE());
+        tokio::pin!(expiry);
 
         let close = loop {
             tokio::select! {
@@ -177,8 +190,13 @@ impl Connection {
                     last_heard = Instant::now();
                     match frame {
                         Message::Text(text) => {
-                            if let Err(close) = self.on_text(&text, &mut sink, &mut operations).await {
-                                break Some(close);
+                            match self.on_text(&text, &mut sink, &mut operations).await {
+                                Ok(Some(accepted)) => {
+                                    credential = accepted;
+                                    expiry.as_mut().reset(credential.deadline());
+                                }
+                                Ok(None) => {}
+                                Err(close) => break Some(close),
                             }
                         }
                         Message::Binary(_) => break Some(Close::new(4400, "binary messages are not part of the protocol")),
@@ -213,6 +231,24 @@ impl Connection {
                 }
                 // The server is stopping. Cancel-safe.
                 _ = shutdown.changed() => break Some(Close::new(1001, "server shutting down")),
+                // The access token ran out and was not renewed.
+                _ = &mut expiry => {
+                    break Some(Close::new(4403, "the token has expired; renew it with renewConnection before it does"));
+                }
+                // renewConnection moved the expiry. Cancel-safe.
+                renewed = renewed(&mut credential.expires) => {
+                    if renewed {
+                        expiry.as_mut().reset(credential.deadline());
+                    } else {
+                        credential.expires = None;
+                    }
+                }
+                // The API key was revoked. Cancel-safe.
+                revoked = revoked(&mut credential.revoked) => {
+                    if revoked {
+                        break Some(Close::new(4403, "the API key has been revoked"));
+                    }
+                }
             }
         };
         // Dropping the operations ends their streams and bus subscriptions.
@@ -230,13 +266,14 @@ impl Connection {
         let _ = sink.close().await;
     }
 
-    /// Handles one text message; `Err` closes the socket.
+    /// Handles one text message; `Err` closes the socket. An accepted
+    /// `connection_init` returns what to watch for the credential's end.
     async fn on_text(
         &mut self,
         text: &str,
         sink: &mut Sink,
         operations: &mut StreamMap<String, Results>,
-    ) -> Result<(), Close> {
+    ) -> Result<Option<Credential>, Close> {
         let message: ClientMessage =
             serde_json::from_str(text).map_err(|_| Close::new(4400, "Invalid message received"))?;
         let legacy = self.protocol == Protocol::Legacy;
@@ -248,6 +285,18 @@ impl Connection {
                 match self.authenticate(payload.as_ref()).await {
                     Ok(context) => {
                         self.connector_session = context.session.as_ref().map(|s| s.id);
+                        let credential = Credential {
+                            expires: context
+                                .socket
+                                .as_ref()
+                                .map(|lease| lease.expires.subscribe()),
+                            revoked: match context.principal.as_ref().map(|p| p.credential) {
+                                Some(auth::Credential::ApiKey { id }) => {
+                                    Some((id, self.state.app.bus.subscribe_revocations()))
+                                }
+                                _ => None,
+                            },
+                        };
                         let mut data = Data::default();
                         data.insert(context);
                         self.session = Some(Arc::new(data));
@@ -257,6 +306,7 @@ impl Connection {
                         if legacy {
                             let _ = send_json(sink, &json!({"type": "ka"})).await;
                         }
+                        return Ok(Some(credential));
                     }
                     Err(reason) => {
                         if legacy {
@@ -299,7 +349,7 @@ impl Connection {
             }
             _ => return Err(Close::new(4400, "Invalid message received")),
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Checks the token in `connection_init` and builds the socket's context.
@@ -340,10 +390,15 @@ impl Connection {
             node_id: self.state.app.presence.node_id(),
             connector_id,
         });
+        let lease = Arc::new(SocketLease {
+            user_id: principal.user_id,
+            expires: watch::Sender::new(principal.expires_at),
+        });
         Ok(RequestContext {
             principal: Some(principal),
             client: self.client.ip(),
             session,
+            socket: Some(lease),
         })
     }
 
@@ -423,6 +478,57 @@ impl Connection {
                 }
                 send_json(sink, &json!({"type": "complete", "id": id})).await
             }
+        }
+    }
+}
+
+/// What ends a connection's credential.
+#[derive(Default)]
+struct Credential {
+    expires: Option<watch::Receiver<Option<DateTime<Utc>>>>,
+    revoked: Option<(Uuid, broadcast::Receiver<Uuid>)>,
+}
+
+/// A deadline that never comes, for connections without one.
+#[allow(non_snake_case)]
+fn FAR_FUTURE() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+impl Credential {
+    /// When the connection must close for want of a valid token.
+    fn deadline(&self) -> Instant {
+        let expires_at = self.expires.as_ref().and_then(|rx| *rx.borrow());
+        match expires_at {
+            None => FAR_FUTURE(),
+            Some(at) => {
+                let left = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                Instant::now() + left
+            }
+        }
+    }
+}
+
+/// Resolves when the expiry changes (true) or can no longer change (false);
+/// never, without a lease.
+async fn renewed(expires: &mut Option<watch::Receiver<Option<DateTime<Utc>>>>) -> bool {
+    match expires {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves true when the connection's API key is revoked; never for other
+/// credentials.
+async fn revoked(revoked: &mut Option<(Uuid, broadcast::Receiver<Uuid>)>) -> bool {
+    let Some((key, rx)) = revoked else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(id) if id == *key => return true,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
         }
     }
 }

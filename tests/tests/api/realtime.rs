@@ -23,6 +23,8 @@ on_both_backends!(
     garbage_on_the_socket_gets_the_protocols_close_codes,
     queries_and_mutations_run_over_the_socket,
     the_legacy_protocol_works,
+    a_connection_closes_when_its_token_expires_unless_renewed,
+    revoking_an_api_key_closes_its_connections,
 );
 
 const EVENTS: &str = "subscription($f: EventFilter, $after: ID) { events(filter: $f, after: $after) { id deviceId service payload } }";
@@ -507,4 +509,89 @@ async fn the_legacy_protocol_works(backend: Backend) {
     .await;
     assert_eq!(next_json(&mut socket).await["type"], "connection_error");
     assert_eq!(close_code(&mut socket).await, Some(4403));
+}
+
+async fn a_connection_closes_when_its_token_expires_unless_renewed(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| config.access_token_ttl_seconds = 2).await;
+    let admin = app.admin_token().await;
+    let init = |token: &str| json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
+
+    // Not renewed: closed with 4403 once the token runs out.
+    let mut socket = app.raw_socket("graphql-transport-ws").await;
+    send_json(&mut socket, init(&admin)).await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    assert_eq!(close_code(&mut socket).await, Some(4403));
+
+    // Renewed in time (here with an API key of the same user, which does
+    // not expire): the connection outlives the token it was opened with.
+    let admin = app.admin_token().await;
+    let key = app.create_api_key(&admin, "READ").await;
+    let mut socket = app.raw_socket("graphql-transport-ws").await;
+    send_json(&mut socket, init(&admin)).await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    let renew = "mutation($t: String!) { renewConnection(token: $t) }";
+    send_json(&mut socket, json!({"type": "subscribe", "id": "renew", "payload": {"query": renew, "variables": {"t": key}}})).await;
+    let renewed = next_json(&mut socket).await;
+    assert_eq!(
+        renewed["payload"]["data"]["renewConnection"],
+        Value::Null,
+        "{renewed}"
+    );
+    assert_eq!(next_json(&mut socket).await["type"], "complete");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    send_json(&mut socket, json!({"type": "subscribe", "id": "q", "payload": {"query": "{ me { user { username } } }"}})).await;
+    let answer = next_json(&mut socket).await;
+    assert_eq!(
+        answer["payload"]["data"]["me"]["user"]["username"], "admin",
+        "{answer}"
+    );
+
+    // Another user's token is refused, and so is renewing over HTTP.
+    let alice = app.create_member("alice").await;
+    send_json(&mut socket, json!({"type": "subscribe", "id": "other", "payload": {"query": renew, "variables": {"t": alice}}})).await;
+    let refused = loop {
+        let message = next_json(&mut socket).await;
+        if message["id"] == "other" && message["type"] == "next" {
+            break message;
+        }
+    };
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"],
+        "FORBIDDEN"
+    );
+    let over_http = app.gql(Some(&alice), renew, json!({"t": alice})).await;
+    assert_eq!(over_http.error_code(), "BAD_USER_INPUT");
+}
+
+async fn revoking_an_api_key_closes_its_connections(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let created = app
+        .gql(
+            Some(&admin),
+            "mutation { createApiKey(name: \"gw\", permission: WRITE) { secret apiKey { id } } }",
+            json!({}),
+        )
+        .await;
+    let secret = created.data()["createApiKey"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key_id = created.data()["createApiKey"]["apiKey"]["id"].clone();
+    let mut socket = app.raw_socket("graphql-transport-ws").await;
+    send_json(&mut socket, json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {secret}")}})).await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    // A session-based connection of the same user stays.
+    let bystander = app.ws_client(&admin, None).await.unwrap();
+
+    app.gql(
+        Some(&admin),
+        "mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
+        json!({"id": key_id}),
+    )
+    .await
+    .data();
+    assert_eq!(close_code(&mut socket).await, Some(4403));
+    let still = ferrite_e2e::ws::run_once(&bystander, "{ me { permission } }", json!({})).await;
+    assert_eq!(still["data"]["me"]["permission"], "ADMIN");
 }

@@ -22,7 +22,11 @@ async fn every_acknowledged_event_survives_a_shutdown_under_load(backend: Backen
 
     // A subscriber, to see its socket closed properly.
     let mut socket = app.raw_socket("graphql-transport-ws").await;
-    send_json(&mut socket, json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}})).await;
+    send_json(
+        &mut socket,
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
+    )
+    .await;
     assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
 
     // Four publishers keep publishing until the server goes away, and note
@@ -66,7 +70,11 @@ async fn every_acknowledged_event_survives_a_shutdown_under_load(backend: Backen
         publisher.await.unwrap();
     }
     let code = close_code(&mut socket).await;
-    assert_eq!(code, Some(1001), "the subscriber got a going-away close frame");
+    assert_eq!(
+        code,
+        Some(1001),
+        "the subscriber got a going-away close frame"
+    );
 
     let acknowledged = acknowledged.lock().unwrap().clone();
     let token = app.admin_token().await;
@@ -86,6 +94,10 @@ async fn every_acknowledged_event_survives_a_shutdown_under_load(backend: Backen
         after = events["pageInfo"]["endCursor"].clone();
     }
     let lost: Vec<_> = acknowledged.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} acknowledged events were lost: {lost:?}", lost.len());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events were lost: {lost:?}",
+        lost.len()
+    );
     assert!(acknowledged.len() >= 400);
 }
