@@ -44,6 +44,7 @@ use std::{
     time::Duration,
 };
 
+use axum::serve::ListenerExt;
 use tokio::{
     net::TcpListener,
     sync::{mpsc, watch},
@@ -230,6 +231,13 @@ impl Server {
         });
         let mut stopping = stop_rx;
         tracing::info!(%addr, "ferrite is listening");
+        // Small WebSocket frames must not wait for Nagle's algorithm (and
+        // the peer's delayed ACK): that alone adds ~40 ms to live events.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -261,7 +269,8 @@ impl Server {
     }
 }
 
-/// Marks commands EXPIRED once their deadline passes, every second.
+/// Marks commands EXPIRED once their deadline passes, and checkpoints the
+/// SQLite write-ahead log, every second.
 fn spawn_command_expiry(store: Store, bus: Bus, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -279,6 +288,9 @@ fn spawn_command_expiry(store: Store, bus: Bus, mut stop: watch::Receiver<bool>)
                             }
                         }
                         Err(err) => tracing::warn!(error = %err, "expiring commands failed"),
+                    }
+                    if let Err(err) = store.checkpoint().await {
+                        tracing::warn!(error = %err, "WAL checkpoint failed");
                     }
                 }
             }

@@ -101,7 +101,7 @@ impl TestApp {
             "sec-websocket-protocol",
             HeaderValue::from_str(protocol).unwrap(),
         );
-        let (socket, response) = tokio_tungstenite::connect_async(request)
+        let (socket, response) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
             .expect("the WebSocket upgrade succeeds");
         assert_eq!(

@@ -28,7 +28,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use async_graphql::{
     Data, Response, Value,
     futures_util::{
-        SinkExt, StreamExt,
+        FutureExt, SinkExt, StreamExt,
         stream::{self, BoxStream, SplitSink},
     },
 };
@@ -57,6 +57,9 @@ use crate::{
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 pub const LEGACY_WS: &str = "graphql-ws";
 
+/// Most results written to a socket before one flush.
+const MAX_BURST: usize = 256;
+
 /// Longest `connectorId` a gateway may announce.
 const CONNECTOR_ID_MAX: usize = 128;
 
@@ -84,16 +87,17 @@ pub(super) fn upgrade(ws: WebSocketUpgrade, state: HttpState, client: SocketAddr
     };
     ws.on_upgrade(move |socket| async move {
         let _open = state.open_sockets.clone();
-        Connection {
+        let connection = Connection {
             state,
             client,
             protocol,
             session: None,
             connector_session: None,
             failed: Vec::new(),
-        }
-        .run(socket)
-        .await
+        };
+        let run = connection.run(socket);
+        tracing::trace!(bytes = std::mem::size_of_val(&run), "connection future");
+        run.await
     })
 }
 
@@ -190,7 +194,10 @@ impl Connection {
                     last_heard = Instant::now();
                     match frame {
                         Message::Text(text) => {
-                            match self.on_text(&text, &mut sink, &mut operations).await {
+                            // Boxed: its futures (authentication, store
+                            // queries) are large and rare; inline, they would
+                            // sit in every idle socket's task.
+                            match Box::pin(self.on_text(&text, &mut sink, &mut operations)).await {
                                 Ok(Some(accepted)) => {
                                     credential = accepted;
                                     expiry.as_mut().reset(credential.deadline());
@@ -207,7 +214,18 @@ impl Connection {
                 }
                 // The next result of a running operation. Cancel-safe.
                 Some((id, result)) = operations.next(), if !operations.is_empty() => {
-                    if self.send_result(&mut sink, &id, result).await.is_err() {
+                    // Queue this result and whatever else is ready right now,
+                    // then flush once: one write for a burst, not one each.
+                    let mut queued = self.feed_result(&mut sink, &id, result).await;
+                    let mut burst = 1;
+                    while queued.is_ok() && burst < MAX_BURST {
+                        let Some(Some((id, result))) = operations.next().now_or_never() else {
+                            break;
+                        };
+                        queued = self.feed_result(&mut sink, &id, result).await;
+                        burst += 1;
+                    }
+                    if queued.is_err() || sink.flush().await.is_err() {
                         break None;
                     }
                 }
@@ -254,7 +272,7 @@ impl Connection {
         // Dropping the operations ends their streams and bus subscriptions.
         drop(operations);
         if let Some(session_id) = self.connector_session {
-            self.state.app.presence.session_closed(session_id).await;
+            Box::pin(self.state.app.presence.session_closed(session_id)).await;
         }
         if let Some(Close(code, reason)) = close {
             let frame = CloseFrame {
@@ -442,8 +460,9 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends one result of operation `id`, or its completion.
-    async fn send_result(
+    /// Queues (without flushing) one result of operation `id`, or its
+    /// completion.
+    async fn feed_result(
         &mut self,
         sink: &mut Sink,
         id: &str,
@@ -469,17 +488,33 @@ impl Connection {
             }
             Some(response) => {
                 let kind = if legacy { "data" } else { "next" };
-                send_json(sink, &json!({"type": kind, "id": id, "payload": response})).await
+                // Serialised straight to text: the hot path of every live event.
+                let text = serde_json::to_string(&Outgoing {
+                    kind,
+                    id,
+                    payload: &response,
+                })
+                .expect("BUG: a GraphQL response serialises");
+                sink.feed(Message::Text(Utf8Bytes::from(text))).await
             }
             None => {
                 if let Some(at) = self.failed.iter().position(|f| f == id) {
                     self.failed.swap_remove(at);
                     return Ok(());
                 }
-                send_json(sink, &json!({"type": "complete", "id": id})).await
+                feed_json(sink, &json!({"type": "complete", "id": id})).await
             }
         }
     }
+}
+
+/// A message with a payload, as sent to the client.
+#[derive(serde::Serialize)]
+struct Outgoing<'a, T> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    id: &'a str,
+    payload: &'a T,
 }
 
 /// What ends a connection's credential.
@@ -546,6 +581,12 @@ fn too_big(err: &axum::Error) -> bool {
         source.and_then(|e| e.downcast_ref::<tungstenite::Error>()),
         Some(tungstenite::Error::Capacity(_))
     )
+}
+
+/// Queues a message without flushing it.
+async fn feed_json(sink: &mut Sink, message: &serde_json::Value) -> Result<(), axum::Error> {
+    sink.feed(Message::Text(Utf8Bytes::from(message.to_string())))
+        .await
 }
 
 async fn send_json(sink: &mut Sink, message: &serde_json::Value) -> Result<(), axum::Error> {
