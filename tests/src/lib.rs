@@ -380,6 +380,43 @@ impl TestApp {
             .to_owned()
     }
 
+    /// Publishes `count` events to `device` from a task, over HTTP, in calls
+    /// of `per_call`; event `n` (from 0) gets `payload(n)`. The task panics on
+    /// any error.
+    pub fn spawn_publisher(
+        &self,
+        token: &str,
+        device: &str,
+        count: usize,
+        per_call: usize,
+        payload: impl Fn(usize) -> Value + Send + 'static,
+    ) -> JoinHandle<()> {
+        let url = self.url("/graphql");
+        let token = token.to_owned();
+        let device = device.to_owned();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let numbers: Vec<usize> = (0..count).collect();
+            for chunk in numbers.chunks(per_call) {
+                let inputs: Vec<Value> = chunk
+                    .iter()
+                    .map(|n| json!({"deviceId": device, "service": "n", "payload": payload(*n)}))
+                    .collect();
+                let answer: Value = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"query": "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { id } }", "variables": {"i": inputs}}))
+                    .send()
+                    .await
+                    .expect("the server answers")
+                    .json()
+                    .await
+                    .expect("JSON");
+                assert!(answer.get("errors").is_none(), "{answer}");
+            }
+        })
+    }
+
     /// How many events the token's scope sees.
     pub async fn event_count(&self, token: &str) -> u64 {
         self.gql(Some(token), "{ events { totalCount } }", json!({}))

@@ -30,32 +30,8 @@ async fn a_subscriber_on_one_node_sees_events_published_on_both_in_id_order() {
         .unwrap();
 
     // Both nodes publish at the same time.
-    let publish = |app: &TestApp, base: usize| {
-        let url = app.url("/graphql");
-        let token = token.clone();
-        let device = device.clone();
-        tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            for round in 0..20 {
-                let inputs: Vec<Value> = (0..25)
-                    .map(|i| json!({"deviceId": device, "service": "n", "payload": base + round * 25 + i}))
-                    .collect();
-                let answer: Value = client
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&json!({"query": "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { id } }", "variables": {"i": inputs}}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                assert!(answer.get("errors").is_none(), "{answer}");
-            }
-        })
-    };
-    let on_a = publish(&a, 0);
-    let on_b = publish(&b, 10_000);
+    let on_a = a.spawn_publisher(&token, &device, 500, 25, |n| json!(n));
+    let on_b = b.spawn_publisher(&token, &device, 500, 25, |n| json!(10_000 + n));
     on_a.await.unwrap();
     on_b.await.unwrap();
 

@@ -128,12 +128,7 @@ async fn events_page_newest_first_with_correct_page_info(backend: Backend) {
         .gql(Some(&admin), backward, json!({"before": null}))
         .await;
     let events = &last.data()["events"];
-    let numbers: Vec<i64> = events["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["payload"]["n"].as_i64().unwrap())
-        .collect();
+    let numbers = payload_numbers(events);
     assert_eq!(numbers, (0..10).rev().collect::<Vec<_>>());
     assert_eq!(events["pageInfo"]["hasPreviousPage"], true);
     assert_eq!(events["pageInfo"]["hasNextPage"], false);
@@ -142,12 +137,7 @@ async fn events_page_newest_first_with_correct_page_info(backend: Backend) {
         .gql(Some(&admin), backward, json!({"before": before}))
         .await;
     let events = &newer.data()["events"];
-    let numbers: Vec<i64> = events["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["payload"]["n"].as_i64().unwrap())
-        .collect();
+    let numbers = payload_numbers(events);
     assert_eq!(numbers, (10..20).rev().collect::<Vec<_>>());
     assert_eq!(events["pageInfo"]["hasNextPage"], true);
 
@@ -426,4 +416,14 @@ async fn an_event_reads_back_with_its_fields(backend: Backend) {
         .gql(Some(&admin), "{ event(id: \"abc\") { id } }", json!({}))
         .await;
     assert_eq!(malformed.error_code(), "BAD_USER_INPUT");
+}
+
+/// The `payload.n` of each node of a connection.
+fn payload_numbers(connection: &Value) -> Vec<i64> {
+    connection["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["payload"]["n"].as_i64().unwrap())
+        .collect()
 }

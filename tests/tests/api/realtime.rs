@@ -248,30 +248,7 @@ async fn replay_switches_to_live_without_gap_or_duplicate_under_load(backend: Ba
     publish_batch(&app, &admin, &device, "tick", 0, 2000).await;
 
     // A publisher keeps going while the subscriber replays and switches to live.
-    let publisher = {
-        let app_addr = app.url("/graphql");
-        let token = admin.clone();
-        let device = device.clone();
-        tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            for round in 0..40 {
-                let inputs: Vec<Value> = (0..50)
-                    .map(|i| json!({"deviceId": device, "service": "tick", "payload": {"n": 2000 + round * 50 + i}}))
-                    .collect();
-                let response: Value = client
-                    .post(&app_addr)
-                    .bearer_auth(&token)
-                    .json(&json!({"query": "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { id } }", "variables": {"i": inputs}}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                assert!(response.get("errors").is_none(), "{response}");
-            }
-        })
-    };
+    let publisher = app.spawn_publisher(&admin, &device, 2000, 50, |n| json!({"n": 2000 + n}));
     let client = app.ws_client(&admin, None).await.unwrap();
     let mut stream = client
         .subscribe(Op::new(EVENTS, json!({"after": "0"})))
