@@ -197,3 +197,25 @@ where
         .expect("the subscription is open")
         .expect("a response")
 }
+
+/// Waits until a `deviceChanged` subscription (whose selection includes
+/// `device { externalId }`) is live on the server: registers probe devices
+/// over HTTP until the subscription reports one. A subscribe message is
+/// sent before the server starts the subscription, so without this a test
+/// could act too early.
+pub async fn until_device_changes_are_live<S>(app: &TestApp, token: &str, changes: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Value, Error>> + Unpin,
+{
+    for attempt in 0..40 {
+        let probe = format!("probe-{attempt}-{}", uuid::Uuid::new_v4().simple());
+        app.register_device(token, &probe).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Some(Ok(item))) = tokio::time::timeout_at(deadline, changes.next()).await {
+            if item["data"]["deviceChanged"]["device"]["externalId"] == probe.as_str() {
+                return;
+            }
+        }
+    }
+    panic!("the deviceChanged subscription never became live");
+}

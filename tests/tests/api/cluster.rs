@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ferrite_e2e::{
     Backend, TestApp,
-    ws::{Op, next_item, run_once},
+    ws::{Op, next_item, run_once, until_device_changes_are_live},
 };
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -71,7 +71,7 @@ async fn device_changes_cross_nodes() {
         ))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_device_changes_are_live(&b, &token, &mut changes).await;
     let gateway = a.ws_client(&token, Some("gw-a")).await.unwrap();
     run_once(
         &gateway,
@@ -111,8 +111,9 @@ async fn a_command_sent_on_one_node_reaches_the_gateway_on_the_other() {
         ))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
+    // Even if the subscription starts after the command is sent, the
+    // command is delivered: open commands come first.
     let sent = b
         .gql(
             Some(&token),

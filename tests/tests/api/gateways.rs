@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use ferrite_e2e::{
     Backend, TestApp, on_both_backends,
-    ws::{Op, close_code, next_item, next_json, run_once, send_json},
+    ws::{
+        Op, close_code, next_item, next_json, run_once, send_json, until_device_changes_are_live,
+    },
 };
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -74,6 +76,7 @@ async fn presence_follows_the_connector_session(backend: Backend) {
         .subscribe(Op::new(CHANGES, json!({})))
         .await
         .unwrap();
+    until_device_changes_are_live(&app, &admin, &mut changes).await;
 
     let gateway = app.ws_client(&admin, Some("kitchen-pi")).await.unwrap();
     let device = register(&gateway, "thermo").await;
@@ -193,6 +196,7 @@ async fn a_members_device_changes_stay_private(backend: Backend) {
     let mallory = app.create_member("mallory").await;
     let spy = app.ws_client(&mallory, None).await.unwrap();
     let mut changes = spy.subscribe(Op::new(CHANGES, json!({}))).await.unwrap();
+    until_device_changes_are_live(&app, &mallory, &mut changes).await;
     let gateway = app.ws_client(&alice, Some("alice-gw")).await.unwrap();
     register(&gateway, "door").await;
     gateway.close(1000, "bye").await;

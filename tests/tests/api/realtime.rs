@@ -90,7 +90,7 @@ async fn a_filtered_subscription_gets_exactly_the_matching_events_in_order(backe
     let mut stream = subscriber
         .subscribe(Op::new(
             EVENTS,
-            json!({"f": {"deviceIds": [thermo], "services": ["temperature"]}}),
+            json!({"f": {"deviceIds": [thermo], "services": ["temperature"]}, "after": "0"}),
         ))
         .await
         .expect("subscribed");
@@ -277,7 +277,12 @@ async fn a_subscriber_that_stops_reading_gets_every_event_exactly_once(backend: 
     let admin = app.admin_token().await;
     let device = app.register_device(&admin, "firehose").await;
     let client = app.ws_client(&admin, None).await.unwrap();
-    let mut stream = client.subscribe(Op::new(EVENTS, json!({}))).await.unwrap();
+    // `after` makes the start independent of when the server begins the
+    // subscription: everything from the first event on is replayed.
+    let mut stream = client
+        .subscribe(Op::new(EVENTS, json!({"after": "0"})))
+        .await
+        .unwrap();
     // Make sure the subscription is live before publishing.
     publish_batch(&app, &admin, &device, "warmup", 0, 1).await;
     take_events(&mut stream, 1).await;
@@ -458,9 +463,7 @@ async fn the_legacy_protocol_works(backend: Backend) {
     )
     .await;
     assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
-    send_json(&mut socket, json!({"type": "start", "id": "1", "payload": {"query": "subscription { events { service } }"}})).await;
-    // Wait until the subscription is running before publishing.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    send_json(&mut socket, json!({"type": "start", "id": "1", "payload": {"query": "subscription { events(after: \"0\") { service } }"}})).await;
     app.publish(&admin, &device, "legacy", json!(1)).await;
     let data = loop {
         let message = next_json(&mut socket).await;
