@@ -9,7 +9,7 @@
 //! - [`Migrator`] lists the migrations in order; `ferrite serve` runs pending
 //!   ones at start, `ferrite migrate` runs them alone.
 //! - one module per change, in order: users, refresh tokens, API keys,
-//!   devices, events, commands, device sessions, nodes.
+//!   devices, events, commands, device sessions, nodes, settings.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -29,6 +29,8 @@ mod m20261122_000006_create_commands;
 mod m20261122_000007_add_device_sessions;
 /// `nodes`: servers sharing the database, with heartbeats.
 mod m20261122_000008_create_nodes;
+/// `settings`: facts the server keeps about itself (what retention pruned).
+mod m20261122_000009_create_settings;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -44,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000006_create_commands::Migration),
             Box::new(m20261122_000007_add_device_sessions::Migration),
             Box::new(m20261122_000008_create_nodes::Migration),
+            Box::new(m20261122_000009_create_settings::Migration),
         ]
     }
 }

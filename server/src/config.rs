@@ -76,6 +76,27 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub bus: BusConfig,
     pub websocket: WebSocketConfig,
+    pub retention: RetentionConfig,
+}
+
+/// How long events are kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Events received longer ago than this are deleted; 0 keeps them
+    /// forever.
+    pub max_age_seconds: u64,
+    /// How often old events are looked for.
+    pub check_seconds: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            max_age_seconds: 0,
+            check_seconds: 60,
+        }
+    }
 }
 
 /// GraphQL over WebSocket on `/graphql`.
@@ -207,6 +228,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             bus: BusConfig::default(),
             websocket: WebSocketConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -280,6 +302,7 @@ const ENV_KEYS: &[&str] = &[
     "ingest",
     "bus",
     "websocket",
+    "retention",
 ];
 
 impl Config {

@@ -208,7 +208,12 @@ impl Server {
             ..
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let sweeper = spawn_command_expiry(state.store.clone(), state.bus.clone(), stop_rx.clone());
+        let sweeper = spawn_housekeeping(
+            state.store.clone(),
+            state.bus.clone(),
+            state.config.retention.clone(),
+            stop_rx.clone(),
+        );
         let heartbeat = state.presence.clone().spawn(stop_rx.clone());
         let relay =
             relay.map(|relay| relay.spawn(state.store.clone(), state.bus.clone(), stop_rx.clone()));
@@ -269,12 +274,20 @@ impl Server {
     }
 }
 
-/// Marks commands EXPIRED once their deadline passes, and checkpoints the
-/// SQLite write-ahead log, every second.
-fn spawn_command_expiry(store: Store, bus: Bus, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+/// Housekeeping, every second: marks commands EXPIRED once their deadline
+/// passes and checkpoints the SQLite write-ahead log; every
+/// `retention.check_seconds`, deletes events older than
+/// `retention.max_age_seconds` (if set).
+fn spawn_housekeeping(
+    store: Store,
+    bus: Bus,
+    retention: config::RetentionConfig,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seconds: u64 = 0;
         loop {
             tokio::select! {
                 // Shutdown: cancel-safe, nothing is in flight between ticks.
@@ -292,10 +305,38 @@ fn spawn_command_expiry(store: Store, bus: Bus, mut stop: watch::Receiver<bool>)
                     if let Err(err) = store.checkpoint().await {
                         tracing::warn!(error = %err, "WAL checkpoint failed");
                     }
+                    seconds += 1;
+                    if retention.max_age_seconds > 0 && seconds % retention.check_seconds == 0 {
+                        prune(&store, retention.max_age_seconds).await;
+                    }
                 }
             }
         }
     })
+}
+
+/// Deletes events older than `max_age_seconds`, a chunk at a time.
+async fn prune(store: &Store, max_age_seconds: u64) {
+    const CHUNK: u64 = 10_000;
+    let Ok(age) = chrono::Duration::from_std(Duration::from_secs(max_age_seconds)) else {
+        return;
+    };
+    let cutoff = store::now() - age;
+    loop {
+        match store.prune_events(cutoff, CHUNK).await {
+            Ok(deleted) if deleted >= CHUNK => continue,
+            Ok(deleted) => {
+                if deleted > 0 {
+                    tracing::debug!(deleted, "retention deleted old events");
+                }
+                break;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "retention failed");
+                break;
+            }
+        }
+    }
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

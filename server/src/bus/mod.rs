@@ -221,13 +221,26 @@ pub fn event_matches(scope: Scope, filter: &EventFilter, message: &BusEvent) -> 
     true
 }
 
+/// What an event stream yields.
+#[derive(Debug, Clone)]
+pub enum LiveEvent {
+    Event(Arc<event::Model>),
+    /// Sent first when the requested `after` is below what retention has
+    /// already deleted: events up to `pruned_through` are gone. The stream
+    /// goes on with the oldest event still stored.
+    Gap {
+        pruned_through: i64,
+    },
+}
+
 /// Events read from the store per query while replaying or catching up.
 const CATCH_UP_PAGE: u64 = 1000;
 
 /// Every event in `scope` matching `filter`, in id order, without gap or
 /// duplicate: first those stored with ids above `after` (if given), then
 /// live ones as they are committed. Without `after`, it starts with the next
-/// event committed.
+/// event committed. If `after` is below what retention deleted, the first
+/// item is a [`LiveEvent::Gap`].
 ///
 /// The ring is joined before the store is read, so nothing committed in
 /// between is missed; ids already yielded are skipped when the ring repeats
@@ -239,9 +252,15 @@ pub fn event_stream(
     scope: Scope,
     filter: EventFilter,
     after: Option<i64>,
-) -> impl Stream<Item = Result<Arc<event::Model>, StoreError>> + Send + 'static {
+) -> impl Stream<Item = Result<LiveEvent, StoreError>> + Send + 'static {
     async_stream::try_stream! {
         let mut ring = bus.subscribe_events();
+        if let Some(after) = after {
+            let pruned_through = store.events_pruned_through().await?;
+            if after < pruned_through {
+                yield LiveEvent::Gap { pruned_through };
+            }
+        }
         // Every event with an id up to `seen` has been yielded or skipped.
         let mut seen = match after {
             Some(after) => after,
@@ -254,7 +273,7 @@ pub fn event_stream(
                 let complete = (page.len() as u64) < CATCH_UP_PAGE;
                 for event in page {
                     seen = event.id;
-                    yield Arc::new(event);
+                    yield LiveEvent::Event(Arc::new(event));
                 }
                 if !complete {
                     continue;
@@ -268,7 +287,7 @@ pub fn event_stream(
                     }
                     seen = message.event.id;
                     if event_matches(scope, &filter, &message) {
-                        yield message.event.clone();
+                        yield LiveEvent::Event(message.event.clone());
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {

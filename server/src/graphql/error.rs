@@ -30,6 +30,11 @@ pub enum ApiError {
         message: String,
         retry_after_seconds: u64,
     },
+    /// The gap signal of the events subscription: retention deleted events
+    /// the client asked to resume from.
+    EventsPruned {
+        pruned_through: i64,
+    },
     Internal,
 }
 
@@ -43,6 +48,9 @@ impl ApiError {
             | ApiError::BadInput(msg)
             | ApiError::Conflict(msg)
             | ApiError::RateLimited { message: msg, .. } => msg,
+            ApiError::EventsPruned { .. } => {
+                "events after `after` were deleted by retention; resuming with the oldest event still stored"
+            }
             ApiError::Internal => "internal error",
         }
     }
@@ -55,6 +63,7 @@ impl ApiError {
             ApiError::BadInput(_) => "BAD_USER_INPUT",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
+            ApiError::EventsPruned { .. } => "EVENTS_PRUNED",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -110,17 +119,17 @@ impl From<AuthError> for ApiError {
 
 impl From<ApiError> for async_graphql::Error {
     fn from(err: ApiError) -> Self {
-        let retry_after = match &err {
-            ApiError::RateLimited {
-                retry_after_seconds,
-                ..
-            } => Some(*retry_after_seconds),
-            _ => None,
-        };
         async_graphql::Error::new(err.message()).extend_with(|_, ext| {
             ext.set("code", err.code());
-            if let Some(seconds) = retry_after {
-                ext.set("retryAfterSeconds", seconds);
+            match &err {
+                ApiError::RateLimited {
+                    retry_after_seconds,
+                    ..
+                } => ext.set("retryAfterSeconds", *retry_after_seconds),
+                ApiError::EventsPruned { pruned_through } => {
+                    ext.set("prunedThrough", pruned_through.to_string())
+                }
+                _ => {}
             }
         })
     }

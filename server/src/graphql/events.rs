@@ -18,6 +18,7 @@ use super::{
     totals::TotalCount,
 };
 use crate::{
+    bus::LiveEvent,
     config::Limits,
     ingest::IngestError,
     store::{
@@ -253,7 +254,11 @@ impl EventSubscription {
     /// Events matching the filter, in id order. With `after`, first every
     /// stored event with a larger id, then live ones, with no gap and no
     /// duplicate in between; without it, live events from now on. A client
-    /// that reconnects passes the id of the last event it received.
+    /// that reconnects passes the id of the last event it received. If
+    /// retention has deleted events after `after`, the first message is an
+    /// error with code EVENTS_PRUNED and `extensions.prunedThrough` (the
+    /// highest id deleted); the stream then goes on with the oldest event
+    /// still stored.
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -287,7 +292,13 @@ impl EventSubscription {
             after,
         );
         Ok(stream
-            .map(|item| item.map(Event).map_err(ApiError::from))
+            .map(|item| match item {
+                Ok(LiveEvent::Event(event)) => Ok(Event(event)),
+                Ok(LiveEvent::Gap { pruned_through }) => {
+                    Err(ApiError::EventsPruned { pruned_through })
+                }
+                Err(err) => Err(ApiError::from(err)),
+            })
             .boxed())
     }
 }

@@ -23,6 +23,7 @@ mod events;
 mod nodes;
 mod page;
 mod refresh_tokens;
+mod retention;
 mod users;
 
 use std::{path::Path, time::Duration};

@@ -25,6 +25,7 @@ on_both_backends!(
     the_legacy_protocol_works,
     a_connection_closes_when_its_token_expires_unless_renewed,
     revoking_an_api_key_closes_its_connections,
+    resuming_below_retention_gets_the_gap_signal_first,
 );
 
 const EVENTS: &str = "subscription($f: EventFilter, $after: ID) { events(filter: $f, after: $after) { id deviceId service payload } }";
@@ -574,4 +575,49 @@ async fn revoking_an_api_key_closes_its_connections(backend: Backend) {
     assert_eq!(close_code(&mut socket).await, Some(4403));
     let still = ferrite_e2e::ws::run_once(&bystander, "{ me { permission } }", json!({})).await;
     assert_eq!(still["data"]["me"]["permission"], "ADMIN");
+}
+
+async fn resuming_below_retention_gets_the_gap_signal_first(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.retention.max_age_seconds = 3;
+        config.retention.check_seconds = 1;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let device = app.register_device(&admin, "old").await;
+    publish_batch(&app, &admin, &device, "n", 0, 5).await;
+    // Retention deletes them after 3 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.event_count(&admin).await > 0 {
+        assert!(std::time::Instant::now() < deadline, "retention never ran");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    publish_batch(&app, &admin, &device, "n", 5, 3).await;
+
+    let client = app.ws_client(&admin, None).await.unwrap();
+    // Resuming from id 2: ids 3 to 5 are gone. The signal comes first.
+    let mut stream = client
+        .subscribe(Op::new(EVENTS, json!({"after": "2"})))
+        .await
+        .unwrap();
+    let first = ferrite_e2e::ws::next_item(&mut stream).await;
+    assert_eq!(
+        first["errors"][0]["extensions"]["code"], "EVENTS_PRUNED",
+        "{first}"
+    );
+    assert_eq!(first["errors"][0]["extensions"]["prunedThrough"], "5");
+    let rest = take_events(&mut stream, 3).await;
+    let numbers: Vec<i64> = rest
+        .iter()
+        .map(|e| e["payload"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, [5, 6, 7]);
+    // Resuming at or above what was deleted: no signal.
+    let mut stream = client
+        .subscribe(Op::new(EVENTS, json!({"after": "5"})))
+        .await
+        .unwrap();
+    let first = ferrite_e2e::ws::next_item(&mut stream).await;
+    assert!(first.get("errors").is_none(), "{first}");
+    assert_eq!(first["data"]["events"]["payload"]["n"], 5);
 }

@@ -10,6 +10,7 @@ pub mod device;
 pub mod event;
 pub mod node;
 pub mod refresh_token;
+pub mod setting;
 pub mod user;
 
 use sea_orm::entity::prelude::*;
