@@ -329,19 +329,24 @@ impl TestApp {
 
     /// Creates an API key with `permission` for the token's user; returns the secret.
     pub async fn create_api_key(&self, token: &str, permission: &str) -> String {
+        self.create_api_key_with_id(token, permission).await.0
+    }
+
+    /// Creates an API key with `permission` for the token's user; returns
+    /// the secret and the key's id.
+    pub async fn create_api_key_with_id(&self, token: &str, permission: &str) -> (String, Value) {
         let response = self
             .gql(
                 Some(token),
                 &format!(
-                    "mutation {{ createApiKey(name: \"test key\", permission: {permission}) {{ secret }} }}"
+                    "mutation {{ createApiKey(name: \"test key\", permission: {permission}) {{ secret apiKey {{ id }} }} }}"
                 ),
                 json!({}),
             )
             .await;
-        response.data()["createApiKey"]["secret"]
-            .as_str()
-            .expect("a secret")
-            .to_owned()
+        let created = &response.data()["createApiKey"];
+        let secret = created["secret"].as_str().expect("a secret").to_owned();
+        (secret, created["apiKey"]["id"].clone())
     }
 
     /// Registers a device and returns its id.

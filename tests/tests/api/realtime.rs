@@ -134,10 +134,8 @@ async fn a_filtered_subscription_gets_exactly_the_matching_events_in_order(backe
 async fn a_bad_token_closes_the_socket_with_4403(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
-    let key = app.create_api_key(&admin, "READ").await;
-    // Revoke by making the key's owner unable... simply revoke via listing.
-    let keys = app.gql(Some(&admin), "{ apiKeys { id } }", json!({})).await;
-    let key_id = keys.data()["apiKeys"][0]["id"].clone();
+    // A revoked key is one of the bad tokens.
+    let (key, key_id) = app.create_api_key_with_id(&admin, "READ").await;
     app.gql(
         Some(&admin),
         "mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
@@ -547,18 +545,7 @@ async fn a_connection_closes_when_its_token_expires_unless_renewed(backend: Back
 async fn revoking_an_api_key_closes_its_connections(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
-    let created = app
-        .gql(
-            Some(&admin),
-            "mutation { createApiKey(name: \"gw\", permission: WRITE) { secret apiKey { id } } }",
-            json!({}),
-        )
-        .await;
-    let secret = created.data()["createApiKey"]["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let key_id = created.data()["createApiKey"]["apiKey"]["id"].clone();
+    let (secret, key_id) = app.create_api_key_with_id(&admin, "WRITE").await;
     let mut socket = app.raw_socket("graphql-transport-ws").await;
     send_json(&mut socket, json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {secret}")}})).await;
     assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
