@@ -177,11 +177,6 @@ impl Bus {
     pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<BusEvent>> {
         self.events.subscribe()
     }
-
-    /// How many event subscribers are listening.
-    pub fn event_subscribers(&self) -> usize {
-        self.events.receiver_count()
-    }
 }
 
 /// Whether a live event is one a subscriber with `scope` and `filter` sees;

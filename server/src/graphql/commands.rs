@@ -217,28 +217,15 @@ impl CommandMutation {
         if let Some(result) = &result {
             input::json_size("result", result, app.config.limits.payload_bytes)?;
         }
-        let command = app
-            .store
-            .command_by_id(id, caller.scope())
-            .await
-            .or_not_found("command")?;
-        let device = app
-            .store
-            .device_by_id(command.device_id, caller.scope())
-            .await
-            .or_not_found("device")?;
-        let hosting = request(ctx)
-            .session
-            .as_ref()
-            .is_some_and(|session| device.session_id == Some(session.id));
-        if !hosting {
-            return Err(ApiError::Forbidden(
-                "only the connector session hosting the device may answer its commands".into(),
-            ));
-        }
         let answered = app
             .store
-            .respond_command(id, caller.scope(), success, result)
+            .respond_command(
+                id,
+                caller.scope(),
+                request(ctx).session.as_ref().map(|session| session.id),
+                success,
+                result,
+            )
             .await;
         if let Err(StoreError::Conflict(_)) = &answered {
             // It may have just expired: tell its watchers.

@@ -95,6 +95,7 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::NotFound => ApiError::not_found("record"),
             StoreError::Conflict(msg) => ApiError::Conflict(msg.to_owned()),
+            StoreError::Forbidden(msg) => ApiError::Forbidden(msg.to_owned()),
             StoreError::Database(_) => ApiError::internal(&err),
         }
     }

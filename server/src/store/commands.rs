@@ -136,12 +136,16 @@ impl Store {
         })
     }
 
-    /// Records a gateway's answer. `Conflict` when the command is no longer
-    /// open (already answered, or expired).
+    /// Records a gateway's answer, given by connector session
+    /// `answering_session` (if any). `Forbidden` unless that session hosts the
+    /// command's device; `Conflict` when the command is no longer open
+    /// (already answered, or expired). Checked in one transaction, so the
+    /// device cannot move to another session in between.
     pub async fn respond_command(
         &self,
         id: Uuid,
         scope: Scope,
+        answering_session: Option<Uuid>,
         success: bool,
         result: Option<Json>,
     ) -> Result<command::Model, StoreError> {
@@ -154,6 +158,15 @@ impl Store {
         .one(&tx)
         .await?
         .ok_or(StoreError::NotFound)?;
+        let hosting = device::Entity::find_by_id(found.device_id)
+            .one(&tx)
+            .await?
+            .and_then(|device| device.session_id);
+        if answering_session.is_none() || hosting != answering_session {
+            return Err(StoreError::Forbidden(
+                "only the connector session hosting the device may answer its commands",
+            ));
+        }
         let at = now();
         if !found.status.is_open() {
             return Err(StoreError::Conflict(

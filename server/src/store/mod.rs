@@ -59,9 +59,13 @@ pub enum StoreError {
     /// The row does not exist, or is outside the caller's scope.
     #[error("not found")]
     NotFound,
-    /// The write would break a uniqueness rule; the message says which.
+    /// The write would break a uniqueness rule or a state transition; the
+    /// message says which.
     #[error("{0}")]
     Conflict(&'static str),
+    /// The row is visible, but this caller may not make this change.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// The database failed; the cause is logged, never shown to clients.
     #[error("database error")]
     Database(#[source] DbErr),

@@ -23,18 +23,6 @@ pub struct PageArgs<K> {
     pub before: Option<K>,
 }
 
-impl<K> PageArgs<K> {
-    /// The first `n` items of the list.
-    pub fn first(n: u64) -> Self {
-        Self {
-            first: Some(n),
-            after: None,
-            last: None,
-            before: None,
-        }
-    }
-}
-
 /// One page of a list, in the list's natural order.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
