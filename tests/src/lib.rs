@@ -116,6 +116,26 @@ pub struct TestApp {
     _data_dir: tempfile::TempDir,
 }
 
+/// A server that is down, with its database and address kept.
+pub struct StoppedApp {
+    backend: Backend,
+    config: Config,
+    database_url: String,
+    data_dir: tempfile::TempDir,
+}
+
+impl StoppedApp {
+    /// The address it will listen on again.
+    pub fn addr(&self) -> SocketAddr {
+        self.config.listen
+    }
+
+    /// Starts the server again on the same address and database.
+    pub async fn start_again(self) -> TestApp {
+        TestApp::start(self.backend, self.config, self.database_url, self.data_dir).await
+    }
+}
+
 /// What a GraphQL call answered.
 #[derive(Debug)]
 pub struct GqlResponse {
@@ -250,6 +270,30 @@ impl TestApp {
             tempfile::tempdir().expect("a temp dir"),
         );
         Self::start(self.backend, config, self.database_url.clone(), data_dir).await
+    }
+
+    /// Stops the server and starts it again on the same address and
+    /// database, as an operator restarting the service would: clients
+    /// configured with its URL find it again.
+    pub async fn restart_in_place(self) -> TestApp {
+        self.stop_for_now().await.start_again().await
+    }
+
+    /// Stops the server but keeps its database and address, for
+    /// [`StoppedApp::start_again`]: a server that is down for a while.
+    pub async fn stop_for_now(mut self) -> StoppedApp {
+        self.stop_server().await;
+        let mut config = self.config.clone();
+        config.listen = self.addr;
+        StoppedApp {
+            backend: self.backend,
+            config,
+            database_url: self.database_url.clone(),
+            data_dir: std::mem::replace(
+                &mut self._data_dir,
+                tempfile::tempdir().expect("a temp dir"),
+            ),
+        }
     }
 
     /// POSTs a GraphQL request.

@@ -5,6 +5,7 @@
 mod auth;
 mod cluster;
 mod commands;
+mod connector;
 mod devices;
 mod events;
 mod gateways;

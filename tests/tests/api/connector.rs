@@ -1,0 +1,630 @@
+//! The gateway library (`ferrite-connector`) against the real server:
+//! device lifecycle, acknowledged events, commands, event subscriptions,
+//! reconnects, and the faults a gateway meets in the field.
+
+use std::time::Duration;
+
+use ferrite_connector::{
+    ConnectionState, Connector, ConnectorOptions, DeviceSpec, DeviceStatus, DeviceUpdate, Error,
+    Event, EventFilter,
+};
+use ferrite_e2e::{
+    Backend, TestApp, on_both_backends,
+    ws::{Op, next_item, until_device_changes_are_live},
+};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+on_both_backends!(
+    the_device_lifecycle_reaches_the_platform,
+    events_are_acknowledged_once_committed,
+    commands_are_received_and_answered,
+    a_restarted_server_gets_every_accepted_event_exactly_once,
+);
+
+/// Options for a gateway of `app` with a fresh outbox in `dir`, and quick
+/// reconnects so tests do not wait long.
+fn options(
+    app: &TestApp,
+    key: &str,
+    connector_id: &str,
+    dir: &tempfile::TempDir,
+) -> ConnectorOptions {
+    ConnectorOptions::new(app.url("/graphql"), key, connector_id)
+        .unwrap()
+        .outbox_path(dir.path().join("outbox.db"))
+        .unwrap()
+        .reconnect_delay(Duration::from_millis(50), Duration::from_millis(500))
+        .unwrap()
+}
+
+async fn device(app: &TestApp, token: &str, external_id: &str) -> Option<Value> {
+    let answer = app
+        .gql(
+            Some(token),
+            "query($f: DeviceFilter) { devices(filter: $f) { nodes { id externalId name type location attributes status connectorId } } }",
+            json!({"f": {"externalIds": [external_id]}}),
+        )
+        .await;
+    answer.data()["devices"]["nodes"].get(0).cloned()
+}
+
+/// The integer payloads of event nodes, sorted by event id (the API lists
+/// newest first).
+fn payloads_in_id_order(nodes: &Value) -> Vec<i64> {
+    let mut events: Vec<(i64, i64)> = nodes
+        .as_array()
+        .expect("a list of events")
+        .iter()
+        .map(|node| {
+            (
+                node["id"].as_str().unwrap().parse().unwrap(),
+                node["payload"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    events.sort();
+    events.into_iter().map(|(_, payload)| payload).collect()
+}
+
+async fn the_device_lifecycle_reaches_the_platform(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.create_member("gardener").await;
+    let key = app.create_api_key(&token, "WRITE").await;
+    let watcher = app.ws_client(&token, None).await.unwrap();
+    let mut changes = watcher
+        .subscribe(Op::new(
+            "subscription { deviceChanged { kind device { externalId name location status } } }",
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    until_device_changes_are_live(&app, &token, &mut changes).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let connector = Connector::start(options(&app, &key, "greenhouse", &dir))
+        .await
+        .unwrap();
+    let registered = connector
+        .register(
+            DeviceSpec::new("thermo-1")
+                .name("Thermometer")
+                .device_type("thermometer")
+                .location("greenhouse")
+                .attributes(json!({"unit": "celsius"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(registered.status, DeviceStatus::Online);
+    assert_eq!(registered.connector_id.as_deref(), Some("greenhouse"));
+    let stored = device(&app, &token, "thermo-1").await.unwrap();
+    assert_eq!(stored["name"], "Thermometer");
+    assert_eq!(stored["type"], "thermometer");
+    assert_eq!(stored["attributes"], json!({"unit": "celsius"}));
+    assert_eq!(stored["status"], "ONLINE");
+    let change = next_item(&mut changes).await;
+    assert_eq!(
+        change["data"]["deviceChanged"]["kind"], "REGISTERED",
+        "{change}"
+    );
+
+    let updated = connector
+        .update(
+            "thermo-1",
+            DeviceUpdate {
+                name: Some("Greenhouse thermometer".into()),
+                location: Some(None),
+                ..DeviceUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.name, "Greenhouse thermometer");
+    assert_eq!(updated.location, None);
+    let stored = device(&app, &token, "thermo-1").await.unwrap();
+    assert_eq!(stored["name"], "Greenhouse thermometer");
+    assert_eq!(stored["location"], Value::Null);
+    assert_eq!(
+        stored["status"], "ONLINE",
+        "an update keeps the device online"
+    );
+    let change = next_item(&mut changes).await;
+    assert_eq!(
+        change["data"]["deviceChanged"]["kind"], "UPDATED",
+        "{change}"
+    );
+
+    let disconnected = connector.disconnect("thermo-1").await.unwrap();
+    assert_eq!(disconnected.status, DeviceStatus::Disconnected);
+    assert_eq!(
+        device(&app, &token, "thermo-1").await.unwrap()["status"],
+        "DISCONNECTED"
+    );
+    let change = next_item(&mut changes).await;
+    assert_eq!(
+        change["data"]["deviceChanged"]["kind"], "STATUS",
+        "{change}"
+    );
+
+    // Registering again brings it back online.
+    let back = connector
+        .register(DeviceSpec::new("thermo-1"))
+        .await
+        .unwrap();
+    assert_eq!(back.status, DeviceStatus::Online);
+    let change = next_item(&mut changes).await;
+    assert_eq!(
+        change["data"]["deviceChanged"]["device"]["status"],
+        "ONLINE"
+    );
+
+    connector.delete("thermo-1").await.unwrap();
+    assert!(device(&app, &token, "thermo-1").await.is_none());
+    let change = next_item(&mut changes).await;
+    assert_eq!(
+        change["data"]["deviceChanged"]["kind"], "DELETED",
+        "{change}"
+    );
+    assert!(connector.devices().await.is_empty());
+
+    // Unknown devices are refused locally, with a clear error.
+    let error = connector.disconnect("thermo-1").await.unwrap_err();
+    assert!(matches!(error, Error::InvalidInput(_)), "{error}");
+    let error = connector
+        .event("thermo-1", "t", json!(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidInput(_)), "{error}");
+    connector.shutdown().await.unwrap();
+}
+
+async fn events_are_acknowledged_once_committed(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.admin_token().await;
+    let key = app.create_api_key(&token, "WRITE").await;
+    let dir = tempfile::tempdir().unwrap();
+    let connector = Connector::start(options(&app, &key, "gw", &dir))
+        .await
+        .unwrap();
+    let thermo = connector.register(DeviceSpec::new("thermo")).await.unwrap();
+
+    let ack = connector
+        .event("thermo", "temperature", json!({"celsius": 21.5}))
+        .await
+        .unwrap();
+    // Acknowledged means stored: the platform has it right away.
+    let stored = app
+        .gql(
+            Some(&token),
+            "query { events(first: 1) { nodes { id deviceId service payload idempotencyKey } } }",
+            json!({}),
+        )
+        .await;
+    let stored = &stored.data()["events"]["nodes"][0];
+    assert_eq!(stored["id"], ack.id.to_string());
+    assert_eq!(stored["deviceId"], thermo.id);
+    assert_eq!(stored["payload"], json!({"celsius": 21.5}));
+    assert_eq!(stored["idempotencyKey"], ack.idempotency_key);
+    assert_eq!(connector.pending_events().await, 0);
+
+    // Many at once, queued without waiting, arrive in order.
+    let events = (0..300)
+        .map(|n| Event::new("thermo", "count", json!(n)))
+        .collect();
+    connector.queue(events).await.unwrap();
+    connector.flush(Duration::from_secs(20)).await.unwrap();
+    let page = app
+        .gql(
+            Some(&token),
+            "query { events(filter: {services: [\"count\"]}, first: 500) { nodes { id payload } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        payloads_in_id_order(&page.data()["events"]["nodes"]),
+        (0..300).collect::<Vec<_>>()
+    );
+
+    // The same idempotency key twice is stored once.
+    let first = connector
+        .publish(Event::new("thermo", "door", json!("open")).idempotency_key("door-1"))
+        .await
+        .unwrap();
+    let again = connector
+        .publish(Event::new("thermo", "door", json!("open")).idempotency_key("door-1"))
+        .await
+        .unwrap();
+    assert_eq!(first.id, again.id);
+
+    // Garbage is refused before it reaches the outbox.
+    let huge = json!({"blob": "x".repeat(70_000)});
+    let error = connector.event("thermo", "blob", huge).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidInput(message) if message.contains("max_payload_bytes")),
+        "{error}"
+    );
+    for bad_service in ["", &"s".repeat(129)] {
+        let error = connector
+            .event("thermo", bad_service, json!(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::InvalidInput(_)), "{error}");
+    }
+    assert_eq!(connector.pending_events().await, 0);
+    assert_eq!(app.event_count(&token).await, 302);
+    connector.shutdown().await.unwrap();
+}
+
+async fn commands_are_received_and_answered(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.admin_token().await;
+    let key = app.create_api_key(&token, "WRITE").await;
+    let dir = tempfile::tempdir().unwrap();
+    let connector = Connector::start(options(&app, &key, "gw", &dir))
+        .await
+        .unwrap();
+    let relay = connector.register(DeviceSpec::new("relay")).await.unwrap();
+    let mut commands = connector.commands().await.unwrap();
+    assert_eq!(
+        connector.commands().await.unwrap_err(),
+        Error::CommandsTaken
+    );
+
+    let sent = app
+        .gql(
+            Some(&token),
+            "mutation($d: ID!) { sendCommand(input: {deviceId: $d, service: \"set\", payload: {on: true}}) { id } }",
+            json!({"d": relay.id}),
+        )
+        .await;
+    let command_id = sent.data()["sendCommand"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let command = tokio::time::timeout(Duration::from_secs(10), commands.next())
+        .await
+        .expect("a command within 10 s")
+        .expect("the stream is open");
+    assert_eq!(command.id, command_id);
+    assert_eq!(command.device, "relay");
+    assert_eq!(command.service, "set");
+    assert_eq!(command.payload, json!({"on": true}));
+
+    connector
+        .respond(&command.id, Ok(json!({"on": true})))
+        .await
+        .unwrap();
+    let state = app
+        .gql(
+            Some(&token),
+            "query($id: ID!) { command(id: $id) { status result } }",
+            json!({"id": command_id}),
+        )
+        .await;
+    assert_eq!(state.data()["command"]["status"], "SUCCEEDED");
+    assert_eq!(state.data()["command"]["result"], json!({"on": true}));
+
+    // Answering twice or answering nonsense reports the server's error.
+    let error = connector
+        .respond(&command.id, Err(json!("again")))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Server { .. }), "{error}");
+    let error = connector
+        .respond("not-an-id", Ok(json!(1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Server { .. }), "{error}");
+    connector.shutdown().await.unwrap();
+}
+
+/// A gateway publishing continuously while the server restarts: every
+/// event it accepted is stored exactly once, in order.
+async fn a_restarted_server_gets_every_accepted_event_exactly_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.admin_token().await;
+    let key = app.create_api_key(&token, "WRITE").await;
+    let dir = tempfile::tempdir().unwrap();
+    let connector = Connector::start(options(&app, &key, "gw", &dir))
+        .await
+        .unwrap();
+    connector.register(DeviceSpec::new("meter")).await.unwrap();
+
+    let publisher = {
+        let connector = connector.clone();
+        tokio::spawn(async move {
+            for n in 0..1500_i64 {
+                connector
+                    .queue(vec![Event::new("meter", "n", json!(n))])
+                    .await
+                    .expect("the outbox accepts every event");
+                if n % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let app = app.restart_in_place().await;
+    publisher.await.unwrap();
+    connector.flush(Duration::from_secs(30)).await.unwrap();
+
+    let page = app
+        .gql(
+            Some(&token),
+            "query { events(first: 500) { totalCount nodes { payload } pageInfo { endCursor hasNextPage } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(page.data()["events"]["totalCount"], 1500);
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = app
+            .gql(
+                Some(&token),
+                "query($a: String) { events(first: 500, after: $a) { nodes { id payload } pageInfo { endCursor hasNextPage } } }",
+                json!({"a": after}),
+            )
+            .await;
+        let events = &page.data()["events"];
+        seen.extend(events["nodes"].as_array().unwrap().iter().cloned());
+        if events["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = events["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+    }
+    assert_eq!(
+        payloads_in_id_order(&Value::Array(seen)),
+        (0..1500).collect::<Vec<_>>(),
+        "exactly once, in order"
+    );
+    // The device came back online on the new server.
+    assert_eq!(
+        device(&app, &token, "meter").await.unwrap()["status"],
+        "ONLINE"
+    );
+    connector.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_unreachable_at_start_gets_the_events_once_it_is_up() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.admin_token().await;
+    let key = app.create_api_key(&token, "WRITE").await;
+    let down = app.stop_for_now().await;
+
+    // The gateway starts while the server is down: calls time out, events
+    // wait in the outbox.
+    let dir = tempfile::tempdir().unwrap();
+    let options = ConnectorOptions::new(format!("ws://{}/graphql", down.addr()), &key, "gw")
+        .unwrap()
+        .outbox_path(dir.path().join("outbox.db"))
+        .unwrap()
+        .reconnect_delay(Duration::from_millis(50), Duration::from_millis(300))
+        .unwrap()
+        .request_timeout(Duration::from_millis(500))
+        .unwrap();
+    let connector = Connector::start(options).await.unwrap();
+    let error = connector
+        .register(DeviceSpec::new("early"))
+        .await
+        .unwrap_err();
+    assert_eq!(error, Error::Timeout(Duration::from_millis(500)));
+    let error = connector.event("early", "n", json!(0)).await.unwrap_err();
+    assert_eq!(error, Error::NotAcknowledged(Duration::from_millis(500)));
+    connector
+        .queue(
+            (1..20)
+                .map(|n| Event::new("early", "n", json!(n)))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(connector.pending_events().await, 20);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(matches!(
+        *connector.state().borrow(),
+        ConnectionState::Disconnected { .. } | ConnectionState::Reconnecting { .. }
+    ));
+
+    // The server comes up: the gateway connects, registers, and delivers.
+    let app = down.start_again().await;
+    connector.flush(Duration::from_secs(20)).await.unwrap();
+    let page = app
+        .gql(
+            Some(&token),
+            "query { events(first: 100) { nodes { id payload device { externalId status } } } }",
+            json!({}),
+        )
+        .await;
+    let nodes = page.data()["events"]["nodes"].as_array().unwrap().clone();
+    assert_eq!(
+        payloads_in_id_order(&page.data()["events"]["nodes"]),
+        (0..20).collect::<Vec<_>>()
+    );
+    assert_eq!(nodes[0]["device"]["externalId"], "early");
+    assert_eq!(nodes[0]["device"]["status"], "ONLINE");
+    connector.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_stops_the_gateway_with_a_clear_error() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.admin_token().await;
+    let (key, key_info) = app.create_api_key_with_id(&token, "WRITE").await;
+    let dir = tempfile::tempdir().unwrap();
+    let connector = Connector::start(options(&app, &key, "gw", &dir))
+        .await
+        .unwrap();
+    connector.register(DeviceSpec::new("d")).await.unwrap();
+    app.gql(
+        Some(&token),
+        "mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
+        json!({"id": key_info}),
+    )
+    .await
+    .data();
+
+    // The open socket is closed with 4403; the gateway stops instead of
+    // reconnecting in a loop, and says why.
+    let error = tokio::time::timeout(Duration::from_secs(10), connector.closed())
+        .await
+        .expect("the gateway gives up within 10 s");
+    assert!(
+        matches!(&error, Error::Unauthorized(message) if message.contains("revoked")),
+        "{error}"
+    );
+    assert_eq!(
+        *connector.state().borrow(),
+        ConnectionState::Failed(error.clone())
+    );
+    assert_eq!(
+        connector.event("d", "n", json!(1)).await.unwrap_err(),
+        error
+    );
+    assert_eq!(connector.shutdown().await.unwrap_err(), error);
+
+    // A gateway started with the revoked key fails the same way.
+    let dir = tempfile::tempdir().unwrap();
+    let connector = Connector::start(options(&app, &key, "gw", &dir))
+        .await
+        .unwrap();
+    let error = connector
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Unauthorized(_)), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_key_cannot_run_a_gateway() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.admin_token().await;
+    let key = app.create_api_key(&token, "READ").await;
+    let dir = tempfile::tempdir().unwrap();
+    let connector = Connector::start(options(&app, &key, "gw", &dir))
+        .await
+        .unwrap();
+    // The first refusal ends the session: retrying cannot help.
+    let error = connector.register(DeviceSpec::new("d")).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Unauthorized(message) if message.contains("may not manage devices") && message.contains("FORBIDDEN")),
+        "{error}"
+    );
+    assert_eq!(connector.closed().await, error);
+    assert_eq!(app.device_count(&token).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_url_is_retried_slowly_and_explained() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.admin_token().await;
+    let key = app.create_api_key(&token, "WRITE").await;
+    let dir = tempfile::tempdir().unwrap();
+    // The right server, the wrong path.
+    let options = ConnectorOptions::new(app.url("/not-graphql"), &key, "gw")
+        .unwrap()
+        .outbox_path(dir.path().join("outbox.db"))
+        .unwrap()
+        .reconnect_delay(Duration::from_millis(200), Duration::from_secs(1))
+        .unwrap();
+    let connector = Connector::start(options).await.unwrap();
+    let mut state = connector.state();
+    let mut attempts = 0;
+    let mut reason = String::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        if tokio::time::timeout(Duration::from_millis(100), state.changed())
+            .await
+            .is_ok()
+        {
+            match &*state.borrow_and_update() {
+                ConnectionState::Disconnected { reason: why } => reason = why.clone(),
+                ConnectionState::Reconnecting { .. } => attempts += 1,
+                ConnectionState::Connecting => {}
+                other => panic!("unexpected state {other:?}"),
+            }
+        }
+    }
+    assert!(reason.contains("HTTP 404"), "{reason}");
+    // Backoff, not a tight loop: at most a handful of attempts in 2 s.
+    assert!((1..=8).contains(&attempts), "{attempts} attempts in 2 s");
+    connector.shutdown().await.unwrap();
+}
+
+/// A thermostat following a light switch: the gateway subscribes to
+/// another device's events, falls behind, loses its connection, and still
+/// sees every event exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribed_events_survive_a_slow_reader_and_a_reconnect() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.admin_token().await;
+    let key = app.create_api_key(&token, "WRITE").await;
+    let switch = app.register_device(&token, "switch").await;
+    let other = app.register_device(&token, "other").await;
+    app.publish(&token, &switch, "toggle", json!(-1)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = options(&app, &key, "thermostat-gw", &dir)
+        .channel_capacity(4)
+        .unwrap();
+    let connector = Connector::start(options).await.unwrap();
+    let mut events = connector
+        .subscribe_events(EventFilter::new().device_ids([switch.clone()]), None)
+        .await
+        .unwrap();
+    connector
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    // Let the subscription pin its starting point (the event above) first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 200 toggles while the reader does not read (capacity 4): the
+    // subscription pauses instead of dropping or buffering.
+    for n in 0..200 {
+        app.publish(&token, &switch, "toggle", json!(n)).await;
+        if n % 3 == 0 {
+            app.publish(&token, &other, "noise", json!(n)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut received = Vec::new();
+    while received.len() < 100 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream is open")
+            .expect("an event, not an error");
+        assert_eq!(event.device_id, switch);
+        assert_eq!(event.external_id.as_deref(), Some("switch"));
+        received.push(event.payload.as_i64().unwrap());
+    }
+
+    // The server restarts; more toggles afterwards.
+    let app = app.restart_in_place().await;
+    connector
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    for n in 200..250 {
+        app.publish(&token, &switch, "toggle", json!(n)).await;
+    }
+    while received.len() < 250 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream is open")
+            .expect("an event, not an error");
+        received.push(event.payload.as_i64().unwrap());
+    }
+    assert_eq!(received, (0..250).collect::<Vec<_>>());
+    // Nothing more: no duplicate came after.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), events.next())
+            .await
+            .is_err()
+    );
+    connector.shutdown().await.unwrap();
+}
