@@ -422,6 +422,17 @@ impl Connector {
             .collect()
     }
 
+    /// The platform's id of a managed device ([`Device::id`], used in event
+    /// filters), once it has been registered.
+    pub async fn platform_id(&self, external_id: &str) -> Option<String> {
+        let devices = self.shared.devices.lock().await;
+        let entry = devices.get_ref(external_id)?;
+        if entry.state == DeviceState::Deleted {
+            return None;
+        }
+        entry.server_id.clone()
+    }
+
     /// Publishes an event and waits until the server has committed it.
     ///
     /// The event is first written to the outbox; from then on it is not

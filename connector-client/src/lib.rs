@@ -41,6 +41,10 @@
 //! and hands the session a request with a `oneshot` for the answer. The
 //! session owns the socket and makes the platform match the outbox.
 
+/// The `ferrite-connector` command line.
+pub mod cli;
+/// The gateway's `connector.toml`: file, environment, validation.
+pub mod config;
 /// The handle: [`Connector`] and its streams.
 mod connector;
 /// The error type.
@@ -53,9 +57,12 @@ mod outbox;
 mod protocol;
 /// The session task that owns the socket.
 mod session;
+/// The gateway simulator of `ferrite-connector run`.
+pub mod simulate;
 /// Devices, events and commands.
 mod types;
 
+pub use config::ConnectorConfig;
 pub use connector::{Commands, ConnectionState, Connector, EventStream};
 pub use error::Error;
 pub use options::{ApiKey, ConnectorOptions, OutboxFullPolicy, defaults};

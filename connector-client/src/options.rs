@@ -50,7 +50,8 @@ pub enum OutboxFullPolicy {
 
 /// Options of a [`Connector`](crate::Connector). Build with
 /// [`ConnectorOptions::new`], adjust with the setters (each validates its
-/// value), or load a `connector.toml` with `ConnectorConfig`.
+/// value), or load a `connector.toml` with
+/// [`ConnectorConfig`](crate::ConnectorConfig).
 ///
 /// ```
 /// use std::time::Duration;

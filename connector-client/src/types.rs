@@ -156,7 +156,7 @@ pub enum DeviceStatus {
 }
 
 /// A device as the platform stores it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Device {
     /// The platform's id (a UUID), used in event filters and by other clients.
@@ -213,7 +213,8 @@ impl Event {
 }
 
 /// The server's confirmation that an event is committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EventAck {
     /// The event's id on the platform (the subscription cursor).
     pub id: i64,
@@ -222,7 +223,8 @@ pub struct EventAck {
 }
 
 /// An event received from an `events` subscription.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ReceivedEvent {
     pub id: i64,
     /// The platform id of the device.
@@ -311,7 +313,8 @@ impl EventFilter {
 
 /// A command for one of the gateway's devices. Answer it with
 /// [`Connector::respond`](crate::Connector::respond).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Command {
     pub id: String,
     /// The platform id of the device.
