@@ -149,7 +149,8 @@ pub enum DeviceKind {
     Switch,
     /// Answers `set` commands (`{"on": true}`) and publishes its `state`.
     Relay,
-    /// Follows a switch (`follows`): publishes `state` whenever it changes.
+    /// Follows a switch (`follows`) through an event subscription: publishes
+    /// `state` `{"on": …, "following": <the switch's event id>}` when it changes.
     Lamp,
 }
 

@@ -157,7 +157,8 @@ async fn lamp(connector: Connector, device: SimulatedDevice) {
         if on != Some(switch_on) {
             on = Some(switch_on);
             tracing::info!(device = %device.id, on = switch_on, "following {switch}");
-            report(&connector, &device.id, "state", json!({"on": switch_on})).await;
+            let state = json!({"on": switch_on, "following": event.id});
+            report(&connector, &device.id, "state", state).await;
         }
     }
 }

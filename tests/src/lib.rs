@@ -10,9 +10,12 @@
 //!   test per backend.
 //!
 //! - [`ws`]: WebSocket clients (graphql-ws-client, and a raw socket).
+//! - [`process`]: the built binaries as child processes, to kill -9.
 //!
 //! Logs stay silent unless `TEST_LOG` is set (to a `tracing` filter).
 
+/// The real binaries (`ferrite`, `ferrite-connector`) as child processes.
+pub mod process;
 /// WebSocket clients for the tests.
 pub mod ws;
 

@@ -8,6 +8,7 @@ mod commands;
 mod connector;
 mod devices;
 mod events;
+mod gateway_processes;
 mod gateways;
 mod http;
 mod readme;

@@ -1,0 +1,94 @@
+//! The workspace's binaries as real child processes, for tests that kill
+//! them (SIGKILL: no shutdown code runs) and start them again.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use tokio::process::{Child, Command};
+
+use crate::{ADMIN_PASSWORD, JWT_SECRET};
+
+/// A binary of the workspace, built next to the test executable
+/// (`cargo test --workspace` builds `ferrite` and `ferrite-connector`
+/// because their crates have integration tests).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable is in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_loopback_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+}
+
+/// Kills a child with SIGKILL and reaps it.
+pub async fn kill_hard(child: &mut Child) {
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("the child is reaped");
+}
+
+/// Sends SIGTERM and waits up to 20 s for the child to exit; returns its code.
+pub async fn terminate(child: &mut Child) -> Option<i32> {
+    let pid = child.id().expect("the child is running") as i32;
+    // kill(1) rather than libc: one process, one signal.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the child exits within 20 s after SIGTERM")
+        .expect("the child is reaped")
+        .code()
+}
+
+/// The `ferrite` server as a child process on SQLite in `data_dir`.
+pub struct ServerProcess {
+    pub addr: SocketAddr,
+    pub child: Child,
+}
+
+impl ServerProcess {
+    /// Starts `ferrite serve` and waits until `/healthz` answers.
+    pub async fn start(addr: SocketAddr, data_dir: &Path) -> ServerProcess {
+        let child = Command::new(workspace_binary("ferrite"))
+            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+            .arg(data_dir)
+            .env("FERRITE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("FERRITE_JWT_SECRET", JWT_SECRET)
+            .env("FERRITE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("ferrite starts");
+        let client = reqwest::Client::new();
+        let url = format!("http://{addr}/healthz");
+        for _ in 0..200 {
+            if let Ok(response) = client.get(&url).send().await
+                && response.status().is_success()
+            {
+                return ServerProcess { addr, child };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("ferrite did not answer /healthz on {addr} within 10 s");
+    }
+}

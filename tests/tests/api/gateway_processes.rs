@@ -1,0 +1,399 @@
+//! Gateways and servers as real processes, killed with SIGKILL and started
+//! again: what the connector accepted is stored exactly once, in order.
+
+use std::{path::Path, process::Stdio, time::Duration};
+
+use ferrite_connector::{Connector, ConnectorOptions, DeviceSpec, Event};
+use ferrite_e2e::{
+    ADMIN_PASSWORD,
+    process::{ServerProcess, free_loopback_addr, kill_hard, terminate, workspace_binary},
+};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+/// GraphQL over HTTP to a server process.
+async fn gql(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Value {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .json(&json!({"query": query, "variables": variables}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let answer: Value = request.send().await.unwrap().json().await.unwrap();
+    assert!(answer.get("errors").is_none(), "{answer}");
+    answer["data"].clone()
+}
+
+/// An admin token and a WRITE key on a fresh server process.
+async fn admin_and_key(addr: std::net::SocketAddr) -> (String, String) {
+    let login = gql(
+        addr,
+        None,
+        "mutation($p: String!) { login(username: \"admin\", password: $p) { accessToken } }",
+        json!({"p": ADMIN_PASSWORD}),
+    )
+    .await;
+    let token = login["login"]["accessToken"].as_str().unwrap().to_owned();
+    let key = gql(
+        addr,
+        Some(&token),
+        "mutation { createApiKey(name: \"gateway\", permission: WRITE) { secret } }",
+        json!({}),
+    )
+    .await["createApiKey"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (token, key)
+}
+
+/// Every stored event as (id, device external id, payload, idempotency key),
+/// in id order.
+async fn all_events(addr: std::net::SocketAddr, token: &str) -> Vec<(i64, String, Value, String)> {
+    let mut events = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = gql(
+            addr,
+            Some(token),
+            "query($a: String) { events(first: 500, after: $a) { nodes { id payload idempotencyKey device { externalId } } pageInfo { endCursor hasNextPage } } }",
+            json!({"a": after}),
+        )
+        .await;
+        for node in page["events"]["nodes"].as_array().unwrap() {
+            events.push((
+                node["id"].as_str().unwrap().parse().unwrap(),
+                node["device"]["externalId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                node["payload"].clone(),
+                node["idempotencyKey"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ));
+        }
+        if page["events"]["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = page["events"]["pageInfo"]["endCursor"]
+            .as_str()
+            .map(str::to_owned);
+    }
+    events.sort_by_key(|event| event.0);
+    events
+}
+
+/// The server is killed (SIGKILL, mid-batch) while a gateway publishes
+/// continuously, and started again: every event the gateway accepted is
+/// stored exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_loses_nothing_the_gateway_accepted() {
+    let data = tempfile::tempdir().unwrap();
+    let addr = free_loopback_addr();
+    let mut server = ServerProcess::start(addr, data.path()).await;
+    let (token, key) = admin_and_key(addr).await;
+
+    let outbox = tempfile::tempdir().unwrap();
+    let options = ConnectorOptions::new(format!("ws://{addr}/graphql"), &key, "gw")
+        .unwrap()
+        .outbox_path(outbox.path().join("outbox.db"))
+        .unwrap()
+        .reconnect_delay(Duration::from_millis(50), Duration::from_millis(300))
+        .unwrap();
+    let connector = Connector::start(options).await.unwrap();
+    connector.register(DeviceSpec::new("meter")).await.unwrap();
+
+    const EVENTS: i64 = 3000;
+    let publisher = {
+        let connector = connector.clone();
+        tokio::spawn(async move {
+            for n in 0..EVENTS {
+                connector
+                    .queue(vec![Event::new("meter", "n", json!(n))])
+                    .await
+                    .expect("the outbox accepts every event");
+                if n % 10 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        })
+    };
+    // Kill the server while events are in flight.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    kill_hard(&mut server.child).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _server = ServerProcess::start(addr, data.path()).await;
+    publisher.await.unwrap();
+    connector.flush(Duration::from_secs(60)).await.unwrap();
+
+    let events = all_events(addr, &token).await;
+    let payloads: Vec<i64> = events.iter().map(|e| e.2.as_i64().unwrap()).collect();
+    assert_eq!(
+        payloads,
+        (0..EVENTS).collect::<Vec<_>>(),
+        "exactly once, in order"
+    );
+    connector.shutdown().await.unwrap();
+}
+
+fn write_config(path: &Path, addr: std::net::SocketAddr, key: &str, outbox: &Path, devices: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "url = \"ws://{addr}/graphql\"\napi_key = \"{key}\"\nconnector_id = \"sim\"\n\
+             [outbox]\npath = \"{}\"\n\
+             [timeouts]\nreconnect_min_seconds = 0.05\nreconnect_max_seconds = 0.3\n\
+             {devices}",
+            outbox.display()
+        ),
+    )
+    .unwrap();
+}
+
+fn start_gateway(config: &Path) -> Child {
+    Command::new(workspace_binary("ferrite-connector"))
+        .arg("--config")
+        .arg(config)
+        .args(["--log", "warn", "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ferrite-connector starts")
+}
+
+/// The idempotency keys waiting in an outbox file (read after its gateway
+/// died, when its lock is gone).
+async fn outbox_keys(path: &Path) -> Vec<String> {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let db = Database::connect(format!("sqlite://{}?mode=rw", path.display()))
+        .await
+        .unwrap();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT idempotency_key FROM outbox ORDER BY seq",
+        ))
+        .await
+        .unwrap();
+    let keys = rows
+        .iter()
+        .map(|row| row.try_get::<String>("", "idempotency_key").unwrap())
+        .collect();
+    db.close().await.unwrap();
+    keys
+}
+
+/// The gateway process is killed with events still in its outbox (the
+/// server was down), then started again: none lost, none duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateway_sends_its_outbox_after_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let addr = free_loopback_addr();
+    let mut server = ServerProcess::start(addr, data.path()).await;
+    let (token, key) = admin_and_key(addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox.db");
+    let config = dir.path().join("connector.toml");
+    write_config(
+        &config,
+        addr,
+        &key,
+        &outbox,
+        "[[device]]\nid = \"thermo\"\nkind = \"thermometer\"\ninterval_seconds = 0.01\n",
+    );
+
+    // Online for a moment, then the server goes away and the gateway keeps
+    // measuring into its outbox; then the gateway is killed.
+    let mut gateway = start_gateway(&config);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    kill_hard(&mut server.child).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    kill_hard(&mut gateway).await;
+    let waiting = outbox_keys(&outbox).await;
+    assert!(
+        waiting.len() >= 10,
+        "the outbox held {} events",
+        waiting.len()
+    );
+
+    // Both come back; the gateway sends what it had before anything new.
+    let _server = ServerProcess::start(addr, data.path()).await;
+    let mut gateway = start_gateway(&config);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored = all_events(addr, &token).await;
+        let keys: Vec<&str> = stored.iter().map(|e| e.3.as_str()).collect();
+        if waiting.iter().all(|key| keys.contains(&key.as_str())) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox was not delivered within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        terminate(&mut gateway).await,
+        Some(0),
+        "a clean exit on SIGTERM"
+    );
+
+    let stored = all_events(addr, &token).await;
+    let keys: Vec<&str> = stored.iter().map(|e| e.3.as_str()).collect();
+    let mut unique = keys.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), keys.len(), "no event stored twice");
+    // The events that waited were stored in the order they were taken.
+    let positions: Vec<usize> = waiting
+        .iter()
+        .map(|key| keys.iter().position(|k| k == key).unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert!(
+        stored
+            .iter()
+            .all(|e| e.1 == "thermo" && e.2["celsius"].is_number())
+    );
+}
+
+/// The simulator from a config file: devices online, a thermometer
+/// publishing, a lamp following a switch, a relay answering commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_gateway_brings_its_devices_to_life() {
+    let data = tempfile::tempdir().unwrap();
+    let addr = free_loopback_addr();
+    let _server = ServerProcess::start(addr, data.path()).await;
+    let (token, key) = admin_and_key(addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("connector.toml");
+    write_config(
+        &config,
+        addr,
+        &key,
+        &dir.path().join("outbox.db"),
+        "[[device]]\nid = \"thermo\"\nkind = \"thermometer\"\ninterval_seconds = 0.2\n\
+         [[device]]\nid = \"switch\"\nkind = \"switch\"\ninterval_seconds = 0.3\n\
+         [[device]]\nid = \"lamp\"\nkind = \"lamp\"\nfollows = \"switch\"\n\
+         [[device]]\nid = \"pump\"\nkind = \"relay\"\n",
+    );
+    let mut gateway = start_gateway(&config);
+
+    // Everything online and publishing within a few seconds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let pump_id = loop {
+        let devices = gql(
+            addr,
+            Some(&token),
+            "query { devices(first: 10) { nodes { id externalId status connectorId } } }",
+            json!({}),
+        )
+        .await;
+        let nodes = devices["devices"]["nodes"].as_array().unwrap().clone();
+        let events = all_events(addr, &token).await;
+        let published = |device: &str| events.iter().filter(|e| e.1 == device).count();
+        let online = nodes.iter().filter(|n| n["status"] == "ONLINE").count();
+        if online == 4 && published("thermo") >= 3 && published("lamp") >= 2 {
+            break nodes.iter().find(|n| n["externalId"] == "pump").unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not alive within 30 s: {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // The lamp follows the switch: each of its states names the switch
+    // event it followed, which had that state, in the switch's order.
+    let events = all_events(addr, &token).await;
+    let switch: std::collections::HashMap<i64, bool> = events
+        .iter()
+        .filter(|e| e.1 == "switch")
+        .map(|e| (e.0, e.2["on"].as_bool().unwrap()))
+        .collect();
+    let mut followed = Vec::new();
+    for lamp in events.iter().filter(|e| e.1 == "lamp") {
+        let following = lamp.2["following"].as_i64().unwrap();
+        assert_eq!(
+            switch.get(&following),
+            lamp.2["on"].as_bool().as_ref(),
+            "{lamp:?}"
+        );
+        assert!(following < lamp.0, "a lamp follows an earlier switch event");
+        followed.push(following);
+    }
+    assert!(followed.windows(2).all(|w| w[0] < w[1]), "{followed:?}");
+
+    // The relay answers `set`, and refuses what it does not know.
+    for (service, payload, status, result) in [
+        ("set", json!({"on": true}), "SUCCEEDED", json!({"on": true})),
+        (
+            "explode",
+            json!(null),
+            "FAILED",
+            json!({"error": "unknown service \"explode\"; try set or get"}),
+        ),
+    ] {
+        let sent = gql(
+            addr,
+            Some(&token),
+            "mutation($d: ID!, $s: String!, $p: JSON) { sendCommand(input: {deviceId: $d, service: $s, payload: $p}) { id } }",
+            json!({"d": pump_id, "s": service, "p": payload}),
+        )
+        .await;
+        let id = sent["sendCommand"]["id"].as_str().unwrap().to_owned();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let command = gql(
+                addr,
+                Some(&token),
+                "query($id: ID!) { command(id: $id) { status result } }",
+                json!({"id": id}),
+            )
+            .await;
+            if command["command"]["status"] == status {
+                assert_eq!(command["command"]["result"], result);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{service}: {command}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // SIGTERM: a clean exit, and the devices go OFFLINE with the session.
+    assert_eq!(terminate(&mut gateway).await, Some(0));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let devices = gql(
+            addr,
+            Some(&token),
+            "query { devices(first: 10) { nodes { status } } }",
+            json!({}),
+        )
+        .await;
+        if devices["devices"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["status"] == "OFFLINE")
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{devices}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
