@@ -248,6 +248,17 @@ impl Connector {
         })
     }
 
+    /// [`Connector::start`] with the options of a `connector.toml` (and
+    /// `FERRITE_CONNECTOR_*` variables).
+    pub async fn start_from_file(path: impl AsRef<std::path::Path>) -> Result<Connector, Error> {
+        let invalid = |err: crate::config::ConfigError| Error::InvalidOption {
+            option: "configuration",
+            reason: err.to_string(),
+        };
+        let config = crate::ConnectorConfig::load(Some(path.as_ref())).map_err(invalid)?;
+        Connector::start(config.options().map_err(invalid)?).await
+    }
+
     /// The options the connector runs with.
     pub fn options(&self) -> &ConnectorOptions {
         &self.shared.options

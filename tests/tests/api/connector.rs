@@ -628,3 +628,49 @@ async fn subscribed_events_survive_a_slow_reader_and_a_reconnect() {
     );
     connector.shutdown().await.unwrap();
 }
+
+/// The server refuses an event the gateway let through (its payload limit
+/// is lower than the gateway's): that event is rejected and removed, not
+/// retried forever, and the events around it are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_server_refuses_is_dropped_and_the_rest_flows() {
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, |config| config.limits.payload_bytes = 1024).await;
+    let token = app.admin_token().await;
+    let key = app.create_api_key(&token, "WRITE").await;
+    let dir = tempfile::tempdir().unwrap();
+    let connector = Connector::start(options(&app, &key, "gw", &dir))
+        .await
+        .unwrap();
+    connector.register(DeviceSpec::new("cam")).await.unwrap();
+
+    let big = json!({"image": "x".repeat(2000)});
+    let error = connector
+        .event("cam", "snapshot", big.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Rejected { code, .. } if code == "BAD_USER_INPUT"),
+        "{error}"
+    );
+    assert_eq!(connector.pending_events().await, 0);
+
+    // A bad one in the middle of a batch: the others are stored, in order.
+    let mut events: Vec<Event> = (0..5).map(|n| Event::new("cam", "n", json!(n))).collect();
+    events.push(Event::new("cam", "snapshot", big));
+    events.extend((5..10).map(|n| Event::new("cam", "n", json!(n))));
+    connector.queue(events).await.unwrap();
+    connector.flush(Duration::from_secs(20)).await.unwrap();
+    let page = app
+        .gql(
+            Some(&token),
+            "query { events(first: 100) { nodes { id payload } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        payloads_in_id_order(&page.data()["events"]["nodes"]),
+        (0..10).collect::<Vec<_>>()
+    );
+    connector.shutdown().await.unwrap();
+}

@@ -149,7 +149,7 @@ fn write_config(path: &Path, addr: std::net::SocketAddr, key: &str, outbox: &Pat
         format!(
             "url = \"ws://{addr}/graphql\"\napi_key = \"{key}\"\nconnector_id = \"sim\"\n\
              [outbox]\npath = \"{}\"\n\
-             [timeouts]\nreconnect_min_seconds = 0.05\nreconnect_max_seconds = 0.3\n\
+             [timeouts]\nreconnect_min_seconds = 0.05\nreconnect_max_seconds = 0.3\nrequest_seconds = 3.0\n\
              {devices}",
             outbox.display()
         ),
@@ -157,13 +157,17 @@ fn write_config(path: &Path, addr: std::net::SocketAddr, key: &str, outbox: &Pat
     .unwrap();
 }
 
-fn start_gateway(config: &Path) -> Child {
+fn start_gateway(config: &Path, log: &str) -> Child {
     Command::new(workspace_binary("ferrite-connector"))
         .arg("--config")
         .arg(config)
-        .args(["--log", "warn", "run"])
+        .args(["--log", log, "run"])
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(if log == "info" {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        })
         .kill_on_drop(true)
         .spawn()
         .expect("ferrite-connector starts")
@@ -212,7 +216,7 @@ async fn a_killed_gateway_sends_its_outbox_after_a_restart() {
 
     // Online for a moment, then the server goes away and the gateway keeps
     // measuring into its outbox; then the gateway is killed.
-    let mut gateway = start_gateway(&config);
+    let mut gateway = start_gateway(&config, "warn");
     tokio::time::sleep(Duration::from_millis(800)).await;
     kill_hard(&mut server.child).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -226,7 +230,7 @@ async fn a_killed_gateway_sends_its_outbox_after_a_restart() {
 
     // Both come back; the gateway sends what it had before anything new.
     let _server = ServerProcess::start(addr, data.path()).await;
-    let mut gateway = start_gateway(&config);
+    let mut gateway = start_gateway(&config, "warn");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let stored = all_events(addr, &token).await;
@@ -270,6 +274,7 @@ async fn a_killed_gateway_sends_its_outbox_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulated_gateway_brings_its_devices_to_life() {
     let data = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
     let addr = free_loopback_addr();
     let _server = ServerProcess::start(addr, data.path()).await;
     let (token, key) = admin_and_key(addr).await;
@@ -280,12 +285,16 @@ async fn the_simulated_gateway_brings_its_devices_to_life() {
         addr,
         &key,
         &dir.path().join("outbox.db"),
-        "[[device]]\nid = \"thermo\"\nkind = \"thermometer\"\ninterval_seconds = 0.2\n\
+        &format!(
+            "[log]\ndirectory = \"{}\"\n{}",
+            logs.path().display(),
+            "[[device]]\nid = \"thermo\"\nkind = \"thermometer\"\ninterval_seconds = 0.2\n\
          [[device]]\nid = \"switch\"\nkind = \"switch\"\ninterval_seconds = 0.3\n\
          [[device]]\nid = \"lamp\"\nkind = \"lamp\"\nfollows = \"switch\"\n\
-         [[device]]\nid = \"pump\"\nkind = \"relay\"\n",
+         [[device]]\nid = \"pump\"\nkind = \"relay\"\n"
+        ),
     );
-    let mut gateway = start_gateway(&config);
+    let mut gateway = start_gateway(&config, "info");
 
     // Everything online and publishing within a few seconds.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -376,6 +385,27 @@ async fn the_simulated_gateway_brings_its_devices_to_life() {
 
     // SIGTERM: a clean exit, and the devices go OFFLINE with the session.
     assert_eq!(terminate(&mut gateway).await, Some(0));
+    // It logged to a rotating file (the writer is flushed at exit).
+    let log_files: Vec<_> = std::fs::read_dir(logs.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(log_files.len(), 1, "{log_files:?}");
+    let name = log_files[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with("ferrite-connector.") && name.ends_with(".log"),
+        "{name}"
+    );
+    let log = std::fs::read_to_string(&log_files[0]).unwrap();
+    assert!(
+        log.contains("registered") && log.contains("command"),
+        "{log}"
+    );
+    assert!(!log.contains(&key), "the API key is never logged");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let devices = gql(
@@ -396,4 +426,129 @@ async fn the_simulated_gateway_brings_its_devices_to_life() {
         assert!(tokio::time::Instant::now() < deadline, "{devices}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Runs a one-shot verb of `ferrite-connector` with `config`.
+async fn verb(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(workspace_binary("ferrite-connector"))
+        .arg("--config")
+        .arg(config)
+        .args(["--log", "error"])
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("ferrite-connector runs")
+}
+
+fn stdout_json(output: &std::process::Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("JSON: {line}")))
+        .collect()
+}
+
+/// `register`, `event` and `listen` from a script, including an event
+/// published while the server is down (exit 75, kept, sent next time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_shot_verbs_work_from_a_script() {
+    let data = tempfile::tempdir().unwrap();
+    let addr = free_loopback_addr();
+    let mut server = ServerProcess::start(addr, data.path()).await;
+    let (token, key) = admin_and_key(addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("connector.toml");
+    write_config(&config, addr, &key, &dir.path().join("outbox.db"), "");
+
+    let registered = verb(
+        &config,
+        &[
+            "register",
+            "boiler",
+            "--name",
+            "Boiler",
+            "--type",
+            "heater",
+            "--attributes",
+            "{\"kw\": 24}",
+        ],
+    )
+    .await;
+    assert!(registered.status.success(), "{registered:?}");
+    let device = &stdout_json(&registered)[0];
+    assert_eq!(device["externalId"], "boiler");
+    assert_eq!(device["name"], "Boiler");
+    assert_eq!(device["attributes"], json!({"kw": 24}));
+    assert_eq!(device["status"], "ONLINE");
+
+    let published = verb(
+        &config,
+        &["event", "boiler", "temperature", "{\"celsius\": 61}"],
+    )
+    .await;
+    assert!(published.status.success(), "{published:?}");
+    let ack = &stdout_json(&published)[0];
+    assert!(ack["id"].as_i64().is_some(), "{ack}");
+
+    // The server is down: the event is kept, exit code 75.
+    kill_hard(&mut server.child).await;
+    let offline = verb(
+        &config,
+        &["event", "boiler", "temperature", "{\"celsius\": 62}"],
+    )
+    .await;
+    assert_eq!(offline.status.code(), Some(75), "{offline:?}");
+    assert!(String::from_utf8_lossy(&offline.stderr).contains("outbox"));
+
+    // Back up: the next run sends the kept event first.
+    let _server = ServerProcess::start(addr, data.path()).await;
+    let later = verb(
+        &config,
+        &["event", "boiler", "temperature", "{\"celsius\": 63}"],
+    )
+    .await;
+    assert!(later.status.success(), "{later:?}");
+    let celsius: Vec<i64> = all_events(addr, &token)
+        .await
+        .iter()
+        .map(|e| e.2["celsius"].as_i64().unwrap())
+        .collect();
+    assert_eq!(celsius, [61, 62, 63]);
+
+    // listen: host the device, print one command, answer it.
+    let listener = Command::new(workspace_binary("ferrite-connector"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--log", "error", "listen", "boiler", "--answer", "ok", "--count", "1",
+        ])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let device_id = device["id"].as_str().unwrap();
+    let sent = gql(
+        addr,
+        Some(&token),
+        "mutation($d: ID!) { sendCommand(input: {deviceId: $d, service: \"heat\", payload: {target: 70}}) { id } }",
+        json!({"d": device_id}),
+    )
+    .await;
+    let output = tokio::time::timeout(Duration::from_secs(20), listener.wait_with_output())
+        .await
+        .expect("listen exits after one command")
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let command = &stdout_json(&output)[0];
+    assert_eq!(command["id"], sent["sendCommand"]["id"]);
+    assert_eq!(command["device"], "boiler");
+    assert_eq!(command["payload"], json!({"target": 70}));
+    let state = gql(
+        addr,
+        Some(&token),
+        "query($id: ID!) { command(id: $id) { status result } }",
+        json!({"id": command["id"]}),
+    )
+    .await;
+    assert_eq!(state["command"]["status"], "SUCCEEDED");
 }
