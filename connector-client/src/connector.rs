@@ -318,6 +318,17 @@ impl Connector {
         }
     }
 
+    /// Hands the session a request that needs no answer, within the
+    /// request timeout (the channel is bounded).
+    async fn send(&self, request: Request) -> Result<(), Error> {
+        let limit = self.shared.options.request_timeout;
+        match tokio::time::timeout(limit, self.requests.send(request)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self.stopped_error()),
+            Err(_) => Err(Error::Timeout(limit)),
+        }
+    }
+
     fn stopped_error(&self) -> Error {
         match &*self.shared.state.borrow() {
             ConnectionState::Failed(error) => error.clone(),
@@ -585,13 +596,9 @@ impl Connector {
             return Err(Error::CommandsTaken);
         }
         let (sender, receiver) = mpsc::channel(self.shared.options.channel_capacity);
-        if self
-            .requests
-            .send(Request::Commands { sender })
-            .await
-            .is_err()
-        {
-            return Err(Error::Stopped);
+        if let Err(error) = self.send(Request::Commands { sender }).await {
+            self.shared.commands_taken.store(false, Ordering::SeqCst);
+            return Err(error);
         }
         Ok(Commands { receiver })
     }
@@ -634,14 +641,12 @@ impl Connector {
     ) -> Result<EventStream, Error> {
         self.refuse_if_down()?;
         let (sender, receiver) = mpsc::channel(self.shared.options.channel_capacity);
-        self.requests
-            .send(Request::Events {
-                filter,
-                after,
-                sender,
-            })
-            .await
-            .map_err(|_| Error::Stopped)?;
+        self.send(Request::Events {
+            filter,
+            after,
+            sender,
+        })
+        .await?;
         Ok(EventStream { receiver })
     }
 
