@@ -70,3 +70,8 @@ pub use types::{
     Command, Device, DeviceSpec, DeviceStatus, DeviceUpdate, Event, EventAck, EventFilter,
     ReceivedEvent,
 };
+
+/// The README's examples, compiled as doctests so they keep working.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
