@@ -14,6 +14,11 @@
 //! target/release/loadgen --server-bin target/release/ferrite --rate 10000 --seconds 20
 //! ```
 //!
+//! With `--connector` it measures the gateway library instead: events
+//! through `ferrite-connector`'s durable outbox, one at a time (`event`,
+//! waiting for each commit) and queued (`queue`, one per call and 100 per
+//! call), until the server has committed all of them.
+//!
 //! With `--server-bin` it starts the server itself on a fresh temporary
 //! SQLite database on 127.0.0.1 (and can read its RSS); with `--url` it uses
 //! a running one (`--pid` for RSS). It only ever connects to loopback, and
@@ -80,6 +85,9 @@ struct Args {
     /// Open the idle sockets without subscribing (to weigh the socket alone).
     #[arg(long)]
     idle_unsubscribed: bool,
+    /// Measure the ferrite-connector library (outbox → server) instead.
+    #[arg(long)]
+    connector: bool,
 }
 
 type Socket =
@@ -125,6 +133,10 @@ async fn main() -> anyhow::Result<()> {
         .as_str()
         .context("a device id")?
         .to_owned();
+
+    if args.connector {
+        return connector_bench(addr, &http, &graphql, &token, args.events).await;
+    }
 
     let clock = Instant::now();
     let total = match (args.rate, args.seconds) {
@@ -325,6 +337,83 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Events through the gateway library: its outbox (SQLite, synchronous=FULL)
+/// and its one session, until the server committed them.
+async fn connector_bench(
+    addr: SocketAddr,
+    http: &reqwest::Client,
+    graphql: &str,
+    token: &str,
+    events: u64,
+) -> anyhow::Result<()> {
+    use ferrite_connector::{Connector, ConnectorOptions, DeviceSpec, Event};
+    let key = gql(
+        http,
+        graphql,
+        token,
+        "mutation { createApiKey(name: \"loadgen-gateway\", permission: WRITE) { secret } }",
+        json!({}),
+    )
+    .await?["createApiKey"]["secret"]
+        .as_str()
+        .context("a key")?
+        .to_owned();
+    let dir = tempfile::tempdir()?;
+    let options = ConnectorOptions::new(format!("ws://{addr}/graphql"), key, "loadgen")?
+        .outbox_path(dir.path().join("outbox.db"))?
+        .request_timeout(Duration::from_secs(60))?;
+    let connector = Connector::start(options).await?;
+    connector.register(DeviceSpec::new("bench")).await?;
+    let report = |label: &str, count: u64, elapsed: Duration| {
+        println!(
+            "{label:<44} {count:>7} events {:>8.2} s {:>9.0} events/s",
+            elapsed.as_secs_f64(),
+            count as f64 / elapsed.as_secs_f64()
+        );
+    };
+
+    let one_by_one = events.min(2_000);
+    let started = Instant::now();
+    for n in 0..one_by_one {
+        connector.event("bench", "n", json!(n)).await?;
+    }
+    report(
+        "event(): each waits for its commit",
+        one_by_one,
+        started.elapsed(),
+    );
+
+    for per_call in [1_u64, 100] {
+        let started = Instant::now();
+        let mut queued = 0;
+        while queued < events {
+            let batch = per_call.min(events - queued);
+            connector
+                .queue(
+                    (0..batch)
+                        .map(|n| Event::new("bench", "n", json!(n)))
+                        .collect(),
+                )
+                .await?;
+            queued += batch;
+        }
+        let accepted = started.elapsed();
+        connector.flush(Duration::from_secs(600)).await?;
+        report(
+            &format!("queue({per_call}/call): accepted into the outbox"),
+            events,
+            accepted,
+        );
+        report(
+            &format!("queue({per_call}/call): committed by the server"),
+            events,
+            started.elapsed(),
+        );
+    }
+    connector.shutdown().await?;
+    Ok(())
 }
 
 async fn login(http: &reqwest::Client, url: &str, password: &str) -> anyhow::Result<String> {
