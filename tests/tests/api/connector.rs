@@ -674,3 +674,84 @@ async fn an_event_the_server_refuses_is_dropped_and_the_rest_flows() {
     );
     connector.shutdown().await.unwrap();
 }
+
+async fn next_command(commands: &mut ferrite_connector::Commands) -> ferrite_connector::Command {
+    tokio::time::timeout(Duration::from_secs(10), commands.recv())
+        .await
+        .expect("a command within 10 s")
+        .expect("the stream is open")
+}
+
+/// Commands survive both sides going away: one sent while the gateway is
+/// stopped arrives when it starts again (its devices re-registered from the
+/// outbox file, without the program registering them), and the command
+/// subscription comes back after the server restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_a_gateway_after_it_or_the_server_restarts() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.admin_token().await;
+    let key = app.create_api_key(&token, "WRITE").await;
+    let dir = tempfile::tempdir().unwrap();
+    let connector = Connector::start(options(&app, &key, "gw", &dir))
+        .await
+        .unwrap();
+    let relay = connector.register(DeviceSpec::new("relay")).await.unwrap();
+    connector.shutdown().await.unwrap();
+
+    let while_away = app
+        .gql(
+            Some(&token),
+            "mutation($d: ID!) { sendCommand(input: {deviceId: $d, service: \"while-away\"}) { id } }",
+            json!({"d": relay.id}),
+        )
+        .await
+        .data()["sendCommand"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The gateway starts again and only asks for commands.
+    let connector = Connector::start(options(&app, &key, "gw", &dir))
+        .await
+        .unwrap();
+    let mut commands = connector.commands().await.unwrap();
+    let command = next_command(&mut commands).await;
+    assert_eq!(
+        (command.id.as_str(), command.device.as_str()),
+        (while_away.as_str(), "relay")
+    );
+    connector
+        .respond(&command.id, Ok(json!("done")))
+        .await
+        .unwrap();
+
+    // The server restarts; the subscription comes back by itself.
+    let app = app.restart_in_place().await;
+    connector
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while device(&app, &token, "relay").await.unwrap()["status"] != "ONLINE" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay is back online"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after_restart = app
+        .gql(
+            Some(&token),
+            "mutation($d: ID!) { sendCommand(input: {deviceId: $d, service: \"after-restart\"}) { id } }",
+            json!({"d": relay.id}),
+        )
+        .await
+        .data()["sendCommand"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let command = next_command(&mut commands).await;
+    assert_eq!(command.id, after_restart);
+    assert_eq!(command.service, "after-restart");
+    connector.shutdown().await.unwrap();
+}
