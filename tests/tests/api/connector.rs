@@ -12,7 +12,7 @@ use ferrite_e2e::{
     Backend, TestApp, on_both_backends,
     ws::{Op, next_item, until_device_changes_are_live},
 };
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -753,5 +753,82 @@ async fn commands_reach_a_gateway_after_it_or_the_server_restarts() {
     let command = next_command(&mut commands).await;
     assert_eq!(command.id, after_restart);
     assert_eq!(command.service, "after-restart");
+    connector.shutdown().await.unwrap();
+}
+
+/// A server that accepts the session and then goes silent (a dead NAT
+/// mapping, a hung process) is given up after the keep-alive timeout, and
+/// the gateway reconnects. The peer here is a minimal graphql-transport-ws
+/// endpoint, since the real server cannot be made to hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_is_dropped_after_the_keepalive_timeout() {
+    use tokio_tungstenite::tungstenite::{
+        Message,
+        handshake::server::{Request, Response},
+        http::HeaderValue,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let accepted_tx = accepted_tx.clone();
+            tokio::spawn(async move {
+                // tungstenite's callback signature: its error is an HTTP response.
+                #[allow(clippy::result_large_err)]
+                let agree = |_: &Request, mut response: Response| {
+                    response.headers_mut().insert(
+                        "sec-websocket-protocol",
+                        HeaderValue::from_static("graphql-transport-ws"),
+                    );
+                    Ok(response)
+                };
+                let mut socket = tokio_tungstenite::accept_hdr_async(stream, agree)
+                    .await
+                    .unwrap();
+                // connection_init → connection_ack, then silence: read and
+                // drop everything, pings included.
+                let _init = socket.next().await;
+                socket
+                    .send(Message::text(r#"{"type":"connection_ack"}"#))
+                    .await
+                    .unwrap();
+                accepted_tx.send(()).unwrap();
+                while let Some(Ok(_)) = socket.next().await {}
+            });
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = ConnectorOptions::new(format!("ws://{addr}/graphql"), "frt_x", "gw")
+        .unwrap()
+        .outbox_path(dir.path().join("outbox.db"))
+        .unwrap()
+        .keepalive(Duration::from_millis(100), Duration::from_millis(400))
+        .unwrap()
+        .reconnect_delay(Duration::from_millis(50), Duration::from_millis(100))
+        .unwrap();
+    let connector = Connector::start(options).await.unwrap();
+    let mut state = connector.state();
+    tokio::time::timeout(Duration::from_secs(10), accepted.recv())
+        .await
+        .unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            state.changed().await.unwrap();
+            if let ConnectionState::Disconnected { reason } = &*state.borrow_and_update() {
+                break reason.clone();
+            }
+        }
+    })
+    .await
+    .expect("the silent server is given up within 10 s");
+    assert!(reason.contains("silent"), "{reason}");
+    // …and the gateway connects again.
+    tokio::time::timeout(Duration::from_secs(10), accepted.recv())
+        .await
+        .expect("a new connection")
+        .unwrap();
     connector.shutdown().await.unwrap();
 }
