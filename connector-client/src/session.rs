@@ -1170,7 +1170,13 @@ impl Session {
         match step {
             Step::Register if entry.state == DeviceState::Active => {
                 link.bound.insert(external_id.clone());
-                entry.dirty &= !current;
+                // registerDevice keeps fields it is not given, so a location
+                // cleared on the gateway needs an update to follow.
+                let location_to_clear = entry.spec.location.is_none()
+                    && device.as_ref().is_some_and(|d| d.location.is_some());
+                if !(entry.dirty && location_to_clear) {
+                    entry.dirty &= !current;
+                }
             }
             Step::Register => {}
             Step::Update => entry.dirty &= !current,

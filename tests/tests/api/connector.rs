@@ -832,3 +832,73 @@ async fn a_silent_server_is_dropped_after_the_keepalive_timeout() {
         .unwrap();
     connector.shutdown().await.unwrap();
 }
+
+/// Device changes made while the server is down are carried out when it is
+/// back: an update (clearing a location), a disconnect and a delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_changes_made_offline_reach_the_platform_on_reconnect() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.admin_token().await;
+    let key = app.create_api_key(&token, "WRITE").await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = options(&app, &key, "gw", &dir)
+        .request_timeout(Duration::from_millis(500))
+        .unwrap();
+    let connector = Connector::start(options).await.unwrap();
+    for id in ["moved", "unplugged", "scrapped"] {
+        connector
+            .register(DeviceSpec::new(id).location("lab"))
+            .await
+            .unwrap();
+    }
+    let down = app.stop_for_now().await;
+
+    let timeout = Error::Timeout(Duration::from_millis(500));
+    let clear_location = DeviceUpdate {
+        location: Some(None),
+        name: Some("Moved".into()),
+        ..DeviceUpdate::default()
+    };
+    assert_eq!(
+        connector.update("moved", clear_location).await.unwrap_err(),
+        timeout
+    );
+    assert_eq!(
+        connector.disconnect("unplugged").await.unwrap_err(),
+        timeout
+    );
+    assert_eq!(connector.delete("scrapped").await.unwrap_err(), timeout);
+
+    let app = down.start_again().await;
+    connector
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let moved = device(&app, &token, "moved").await.unwrap();
+        let unplugged = device(&app, &token, "unplugged").await.unwrap();
+        let scrapped = device(&app, &token, "scrapped").await;
+        if moved["location"].is_null()
+            && moved["name"] == "Moved"
+            && moved["status"] == "ONLINE"
+            && unplugged["status"] == "DISCONNECTED"
+            && scrapped.is_none()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{moved} {unplugged} {scrapped:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let managed: Vec<String> = connector
+        .devices()
+        .await
+        .into_iter()
+        .map(|spec| spec.external_id)
+        .collect();
+    assert_eq!(managed, ["moved", "unplugged"]);
+    connector.shutdown().await.unwrap();
+}
