@@ -187,6 +187,8 @@ impl Shared {
 pub struct Connector {
     shared: Arc<Shared>,
     requests: mpsc::Sender<Request>,
+    /// To the outbox writer, which commits concurrent callers' events together.
+    pushes: mpsc::Sender<Push>,
     stop: Arc<watch::Sender<bool>>,
     task: Arc<Mutex<Option<SessionTask>>>,
 }
@@ -240,9 +242,12 @@ impl Connector {
         });
         let session = Session::new(shared.clone(), receiver, stopped, &devices);
         let task = tokio::spawn(session.run());
+        let (pushes, waiting_pushes) = mpsc::channel(shared.options.channel_capacity);
+        tokio::spawn(outbox_writer(shared.clone(), waiting_pushes));
         Ok(Connector {
             shared,
             requests,
+            pushes,
             stop: Arc::new(stop),
             task: Arc::new(Mutex::new(Some(task))),
         })
@@ -482,7 +487,7 @@ impl Connector {
             .lock()
             .expect("BUG: the waiter lock is never poisoned")
             .insert(key.clone(), waiter);
-        if let Err(error) = self.enqueue(&[prepared]).await {
+        if let Err(error) = self.enqueue(vec![prepared]).await {
             self.forget_waiter(&key);
             return Err(error);
         }
@@ -506,11 +511,12 @@ impl Connector {
         for event in events {
             prepared.push(self.prepare(event).await?);
         }
-        self.enqueue(&prepared).await?;
-        Ok(prepared
-            .into_iter()
-            .map(|event| event.idempotency_key)
-            .collect())
+        let keys = prepared
+            .iter()
+            .map(|event| event.idempotency_key.clone())
+            .collect();
+        self.enqueue(prepared).await?;
+        Ok(keys)
     }
 
     fn forget_waiter(&self, key: &str) {
@@ -558,8 +564,13 @@ impl Connector {
         })
     }
 
-    async fn enqueue(&self, events: &[PreparedEvent]) -> Result<(), Error> {
-        let pushed = self.shared.outbox.push(events).await?;
+    async fn enqueue(&self, events: Vec<PreparedEvent>) -> Result<(), Error> {
+        let (reply, pushed) = oneshot::channel();
+        self.pushes
+            .send(Push { events, reply })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        let pushed = pushed.await.map_err(|_| Error::Stopped)??;
         for key in pushed.dropped {
             tracing::warn!(key, "outbox full: dropped the oldest event");
             self.shared.answer_event(&key, Err(Error::Dropped));
@@ -676,6 +687,48 @@ impl Connector {
         match ended.as_deref() {
             Ok(ConnectionState::Failed(error)) => error.clone(),
             _ => Error::Stopped,
+        }
+    }
+}
+
+/// One caller's events for the outbox writer.
+struct Push {
+    events: Vec<PreparedEvent>,
+    reply: oneshot::Sender<Result<crate::outbox::Pushed, Error>>,
+}
+
+/// Most events the writer commits in one transaction.
+const GROUP_COMMIT_EVENTS: usize = 1000;
+
+/// Writes the outbox: takes every push waiting (up to
+/// [`GROUP_COMMIT_EVENTS`]) and commits them in one transaction, so
+/// concurrent callers share one fsync instead of queueing for one each.
+/// Ends when every [`Connector`] clone is gone.
+async fn outbox_writer(shared: Arc<Shared>, mut pushes: mpsc::Receiver<Push>) {
+    while let Some(first) = pushes.recv().await {
+        let mut events = first.events.len();
+        let mut batch = vec![first];
+        while events < GROUP_COMMIT_EVENTS {
+            match pushes.try_recv() {
+                Ok(push) => {
+                    events += push.events.len();
+                    batch.push(push);
+                }
+                Err(_) => break,
+            }
+        }
+        let groups: Vec<&[PreparedEvent]> = batch.iter().map(|push| &push.events[..]).collect();
+        match shared.outbox.push_groups(&groups).await {
+            Ok(results) => {
+                for (push, result) in batch.into_iter().zip(results) {
+                    let _ = push.reply.send(result);
+                }
+            }
+            Err(error) => {
+                for push in batch {
+                    let _ = push.reply.send(Err(error.clone()));
+                }
+            }
         }
     }
 }

@@ -173,42 +173,63 @@ impl Outbox {
     }
 
     /// Appends events in one transaction, applying the full-outbox policy.
+    #[cfg(test)]
     pub async fn push(&self, events: &[PreparedEvent]) -> Result<Pushed, Error> {
+        self.push_groups(&[events])
+            .await?
+            .pop()
+            .expect("BUG: one result per group")
+    }
+
+    /// Appends several callers' events in ONE transaction (one fsync: the
+    /// group commit of [`crate::Connector`]'s outbox writer). Each group is
+    /// accepted or refused whole by the full-outbox policy, in order.
+    pub async fn push_groups(
+        &self,
+        groups: &[&[PreparedEvent]],
+    ) -> Result<Vec<Result<Pushed, Error>>, Error> {
         let mut len = self.len.lock().await;
-        let incoming = events.len() as u64;
-        let over = (*len + incoming).saturating_sub(self.max_events);
-        if over > 0 && (self.policy == OutboxFullPolicy::Reject || incoming > self.max_events) {
-            return Err(Error::OutboxFull(*len));
-        }
+        let mut count = *len;
+        let mut results = Vec::with_capacity(groups.len());
         let mut tx = self.pool.begin().await?;
-        let mut dropped = Vec::new();
-        if over > 0 {
-            dropped = sqlx::query_scalar(
-                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)
-                 RETURNING idempotency_key",
-            )
-            .bind(over as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-        }
         let queued_at = chrono::Utc::now().to_rfc3339();
-        for event in events {
-            sqlx::query(
-                "INSERT INTO outbox (device, service, payload, occurred_at, idempotency_key, queued_at)
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&event.device)
-            .bind(&event.service)
-            .bind(&event.payload)
-            .bind(&event.occurred_at)
-            .bind(&event.idempotency_key)
-            .bind(&queued_at)
-            .execute(&mut *tx)
-            .await?;
+        for events in groups {
+            let incoming = events.len() as u64;
+            let over = (count + incoming).saturating_sub(self.max_events);
+            if over > 0 && (self.policy == OutboxFullPolicy::Reject || incoming > self.max_events) {
+                results.push(Err(Error::OutboxFull(count)));
+                continue;
+            }
+            let mut dropped = Vec::new();
+            if over > 0 {
+                dropped = sqlx::query_scalar(
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)
+                     RETURNING idempotency_key",
+                )
+                .bind(over as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+            }
+            for event in *events {
+                sqlx::query(
+                    "INSERT INTO outbox (device, service, payload, occurred_at, idempotency_key, queued_at)
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&event.device)
+                .bind(&event.service)
+                .bind(&event.payload)
+                .bind(&event.occurred_at)
+                .bind(&event.idempotency_key)
+                .bind(&queued_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            count = count + incoming - dropped.len() as u64;
+            results.push(Ok(Pushed { dropped }));
         }
         tx.commit().await?;
-        *len = *len + incoming - dropped.len() as u64;
-        Ok(Pushed { dropped })
+        *len = count;
+        Ok(results)
     }
 
     /// The oldest events, at most `max_events` of them and about
@@ -399,6 +420,33 @@ mod tests {
             .map(|r| r.event.idempotency_key)
             .collect();
         assert_eq!(keys, ["k2", "k3"]);
+    }
+
+    #[tokio::test]
+    async fn groups_share_a_transaction_and_are_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("g.db"), 3, OutboxFullPolicy::Reject)
+            .await
+            .unwrap();
+        let first = [event(1), event(2)];
+        let too_many = [event(3), event(4)];
+        let fits = [event(5)];
+        let results = outbox
+            .push_groups(&[&first, &too_many, &fits])
+            .await
+            .unwrap();
+        assert!(results[0].is_ok());
+        assert_eq!(results[1].as_ref().err(), Some(&Error::OutboxFull(2)));
+        assert!(results[2].is_ok());
+        let keys: Vec<_> = outbox
+            .peek(10, 1 << 20)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event.idempotency_key)
+            .collect();
+        assert_eq!(keys, ["k1", "k2", "k5"]);
+        assert_eq!(outbox.len().await, 3);
     }
 
     #[tokio::test]

@@ -412,6 +412,38 @@ async fn connector_bench(
             started.elapsed(),
         );
     }
+    // Many sensors at once, each publishing one event per call: the outbox
+    // writer commits what they queued together.
+    let tasks = 16_u64;
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for _ in 0..tasks {
+        let connector = connector.clone();
+        senders.push(tokio::spawn(async move {
+            for n in 0..events / tasks {
+                connector
+                    .queue(vec![Event::new("bench", "n", json!(n))])
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for sender in senders {
+        sender.await??;
+    }
+    let accepted = started.elapsed();
+    connector.flush(Duration::from_secs(600)).await?;
+    let count = events / tasks * tasks;
+    report(
+        &format!("queue(1/call) from {tasks} tasks: accepted"),
+        count,
+        accepted,
+    );
+    report(
+        &format!("queue(1/call) from {tasks} tasks: committed"),
+        count,
+        started.elapsed(),
+    );
     connector.shutdown().await?;
     Ok(())
 }
