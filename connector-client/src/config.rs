@@ -36,6 +36,9 @@ pub struct ConnectorConfig {
     pub api_key: String,
     /// The gateway's stable name on the platform.
     pub connector_id: String,
+    /// For `wss://` to a server with its own (e.g. self-signed) certificate:
+    /// a PEM file of the certificates to trust. Empty: the public roots.
+    pub tls_ca_file: PathBuf,
     pub outbox: OutboxConfig,
     pub timeouts: TimeoutConfig,
     pub limits: LimitConfig,
@@ -51,6 +54,7 @@ impl fmt::Debug for ConnectorConfig {
             .field("url", &self.url)
             .field("api_key", &"<redacted>")
             .field("connector_id", &self.connector_id)
+            .field("tls_ca_file", &self.tls_ca_file)
             .field("outbox", &self.outbox)
             .field("timeouts", &self.timeouts)
             .field("limits", &self.limits)
@@ -185,6 +189,7 @@ impl Default for ConnectorConfig {
             url: "ws://127.0.0.1:8080/graphql".into(),
             api_key: String::new(),
             connector_id: String::new(),
+            tls_ca_file: PathBuf::new(),
             outbox: OutboxConfig {
                 path: defaults::OUTBOX_PATH.into(),
                 max_events: defaults::OUTBOX_MAX_EVENTS,
@@ -293,6 +298,11 @@ impl ConnectorConfig {
             )?
             .batch(self.limits.batch_events, self.limits.batch_bytes)?
             .max_payload_bytes(self.limits.max_payload_bytes)?;
+        let options = if self.tls_ca_file.as_os_str().is_empty() {
+            options
+        } else {
+            options.tls_ca_file(&self.tls_ca_file)?
+        };
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::Invalid("log.level must not be empty".into()));
         }

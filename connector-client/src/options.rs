@@ -82,6 +82,8 @@ pub struct ConnectorOptions {
     pub(crate) batch_events: usize,
     pub(crate) batch_bytes: usize,
     pub(crate) channel_capacity: usize,
+    /// Certificates to trust for `wss://` instead of the public roots.
+    pub(crate) tls_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// Defaults, also the values `connector.toml` documents.
@@ -182,6 +184,7 @@ impl ConnectorOptions {
             batch_events: defaults::BATCH_EVENTS,
             batch_bytes: defaults::BATCH_BYTES,
             channel_capacity: defaults::CHANNEL_CAPACITY,
+            tls_roots: Vec::new(),
         })
     }
 
@@ -303,6 +306,33 @@ impl ConnectorOptions {
         Ok(self)
     }
 
+    /// For `wss://`: trust the certificate authorities in this PEM file
+    /// (e.g. a self-signed server's certificate) instead of the public
+    /// roots. Read and checked now.
+    pub fn tls_ca_file(mut self, path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let path = path.as_ref();
+        let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|certificates| certificates.collect())
+            .map_err(|err| invalid("tls_ca_file", format!("{}: {err}", path.display())))?;
+        if certificates.is_empty() {
+            return Err(invalid(
+                "tls_ca_file",
+                format!("{} holds no PEM certificate", path.display()),
+            ));
+        }
+        let mut store = rustls::RootCertStore::empty();
+        let (_, refused) = store.add_parsable_certificates(certificates.iter().cloned());
+        if refused > 0 {
+            return Err(invalid(
+                "tls_ca_file",
+                format!("{}: {refused} certificate(s) do not parse", path.display()),
+            ));
+        }
+        self.tls_roots = certificates;
+        Ok(self)
+    }
+
     /// Capacity of the request channel and of each command/event stream.
     pub fn channel_capacity(mut self, capacity: usize) -> Result<Self, Error> {
         if capacity == 0 {
@@ -375,7 +405,23 @@ mod tests {
         assert!(options.clone().batch(10, 10).is_err());
         assert!(options.clone().max_payload_bytes(0).is_err());
         assert!(options.clone().max_payload_bytes(1 << 30).is_err());
-        assert!(options.channel_capacity(0).is_err());
+        assert!(options.clone().channel_capacity(0).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        for path in [not_pem, dir.path().join("missing.pem")] {
+            let error = options.clone().tls_ca_file(&path).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    Error::InvalidOption {
+                        option: "tls_ca_file",
+                        ..
+                    }
+                ),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -386,8 +386,18 @@ async fn connect(shared: &Shared) -> Result<Socket, End> {
         let config = WebSocketConfig::default()
             .read_buffer_size(16 * 1024)
             .write_buffer_size(16 * 1024);
+        // Our own roots when given (a self-signed server); otherwise the
+        // library's default: the public (webpki) roots for wss://.
+        let tls = (!options.tls_roots.is_empty()).then(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(options.tls_roots.iter().cloned());
+            let config = rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            tokio_tungstenite::Connector::Rustls(Arc::new(config))
+        });
         let (mut socket, response) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+            tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, tls)
                 .await
                 .map_err(|err| End::Lost(describe_connect_error(&err)))?;
         let protocol = response
@@ -446,7 +456,18 @@ fn describe_connect_error(error: &tungstenite::Error) -> String {
             "the server answered HTTP {} instead of upgrading to WebSocket (is the URL's path /graphql?)",
             response.status()
         ),
+        // tokio-rustls reports handshake failures as I/O errors.
+        tungstenite::Error::Io(err)
+            if err
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>()) =>
+        {
+            format!("TLS: {err} (for a server with its own certificate, set tls_ca_file)")
+        }
         tungstenite::Error::Io(err) => format!("cannot connect: {err}"),
+        tungstenite::Error::Tls(err) => {
+            format!("TLS: {err} (for a server with its own certificate, set tls_ca_file)")
+        }
         other => other.to_string(),
     }
 }

@@ -902,3 +902,88 @@ async fn device_changes_made_offline_reach_the_platform_on_reconnect() {
     assert_eq!(managed, ["moved", "unplugged"]);
     connector.shutdown().await.unwrap();
 }
+
+/// `wss://` to a server behind a TLS-terminating proxy (as nginx or Caddy
+/// would be) with a self-signed certificate: refused (and retried, with the
+/// reason) until the gateway trusts it with `tls_ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_reaches_a_tls_server_it_was_told_to_trust() {
+    use std::sync::Arc;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.admin_token().await;
+    let key = app.create_api_key(&token, "WRITE").await;
+
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("server.pem");
+    std::fs::write(&ca_file, certified.cert.pem()).unwrap();
+    let server_config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![certified.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let backend = app.addr;
+    tokio::spawn(async move {
+        loop {
+            let (client, _) = proxy.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(client).await else {
+                    return;
+                };
+                let mut server = tokio::net::TcpStream::connect(backend).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+            });
+        }
+    });
+    let url = format!("wss://{proxy_addr}/graphql");
+
+    // Not trusted: a TLS error, retried (the operator may fix the proxy).
+    let untrusting = ConnectorOptions::new(&url, &key, "gw")
+        .unwrap()
+        .outbox_path(dir.path().join("first.db"))
+        .unwrap()
+        .reconnect_delay(Duration::from_millis(50), Duration::from_millis(200))
+        .unwrap();
+    let connector = Connector::start(untrusting).await.unwrap();
+    let mut state = connector.state();
+    let reason = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            state.changed().await.unwrap();
+            if let ConnectionState::Disconnected { reason } = &*state.borrow_and_update() {
+                break reason.clone();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        reason.contains("TLS") && reason.contains("tls_ca_file"),
+        "{reason}"
+    );
+    connector.shutdown().await.unwrap();
+
+    // Trusted: the whole session runs over TLS.
+    let trusting = ConnectorOptions::new(&url, &key, "gw")
+        .unwrap()
+        .outbox_path(dir.path().join("second.db"))
+        .unwrap()
+        .tls_ca_file(&ca_file)
+        .unwrap();
+    let connector = Connector::start(trusting).await.unwrap();
+    let device = connector.register(DeviceSpec::new("secure")).await.unwrap();
+    assert_eq!(device.status, DeviceStatus::Online);
+    let ack = connector
+        .event("secure", "temperature", json!({"celsius": 20}))
+        .await
+        .unwrap();
+    assert!(ack.id > 0);
+    assert_eq!(app.event_count(&token).await, 1);
+    connector.shutdown().await.unwrap();
+}
