@@ -842,7 +842,7 @@ async fn device_changes_made_offline_reach_the_platform_on_reconnect() {
     let key = app.create_api_key(&token, "WRITE").await;
     let dir = tempfile::tempdir().unwrap();
     let options = options(&app, &key, "gw", &dir)
-        .request_timeout(Duration::from_millis(500))
+        .request_timeout(Duration::from_millis(1500))
         .unwrap();
     let connector = Connector::start(options).await.unwrap();
     for id in ["moved", "unplugged", "scrapped"] {
@@ -853,7 +853,7 @@ async fn device_changes_made_offline_reach_the_platform_on_reconnect() {
     }
     let down = app.stop_for_now().await;
 
-    let timeout = Error::Timeout(Duration::from_millis(500));
+    let timeout = Error::Timeout(Duration::from_millis(1500));
     let clear_location = DeviceUpdate {
         location: Some(None),
         name: Some("Moved".into()),
