@@ -217,7 +217,14 @@ async fn a_killed_gateway_sends_its_outbox_after_a_restart() {
     // Online for a moment, then the server goes away and the gateway keeps
     // measuring into its outbox; then the gateway is killed.
     let mut gateway = start_gateway(&config, "warn");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while all_events(addr, &token).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway never published"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     kill_hard(&mut server.child).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     kill_hard(&mut gateway).await;
