@@ -611,15 +611,14 @@ impl Session {
         match self.serve(&mut link).await {
             Ok(()) => End::Stopped,
             Err(end) => {
-                // A closing handshake, best effort, when we end it.
+                // A closing handshake, best effort and bounded (a hung
+                // server must not hold up a shutdown), when we end it.
                 if matches!(end, End::Stopped | End::Fatal(_)) {
-                    let _ = link
-                        .socket
-                        .close(Some(CloseFrame {
-                            code: CloseCode::Normal,
-                            reason: "gateway stopping".into(),
-                        }))
-                        .await;
+                    let close = link.socket.close(Some(CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "gateway stopping".into(),
+                    }));
+                    let _ = timeout(Duration::from_secs(1), close).await;
                 }
                 self.forget_link(link);
                 end
