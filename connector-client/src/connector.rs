@@ -128,8 +128,6 @@ pub(crate) struct Shared {
     waiters: std::sync::Mutex<HashMap<String, EventWaiter>>,
     /// Wakes the session when events were queued.
     pub outbox_ready: Notify,
-    /// Events in the outbox, for [`Connector::flush`].
-    outbox_len: watch::Sender<u64>,
     pub state: watch::Sender<ConnectionState>,
     commands_taken: AtomicBool,
 }
@@ -156,10 +154,6 @@ impl Shared {
         for (_, waiter) in waiters {
             let _ = waiter.send(Err(error.clone()));
         }
-    }
-
-    pub async fn outbox_len_changed(&self) {
-        self.outbox_len.send_replace(self.outbox.len().await);
     }
 }
 
@@ -236,7 +230,6 @@ impl Connector {
             devices: Mutex::new(registry),
             waiters: std::sync::Mutex::new(HashMap::new()),
             outbox_ready: Notify::new(),
-            outbox_len: watch::channel(waiting).0,
             state: watch::channel(ConnectionState::Connecting).0,
             commands_taken: AtomicBool::new(false),
         });
@@ -425,7 +418,6 @@ impl Connector {
                 }),
             );
         }
-        self.shared.outbox_len_changed().await;
         self.change_device(external_id, |existing| {
             let mut entry = managed(external_id, existing)?;
             entry.state = DeviceState::Deleted;
@@ -479,15 +471,15 @@ impl Connector {
     /// idempotency key.
     pub async fn publish(&self, event: Event) -> Result<EventAck, Error> {
         self.refuse_if_down()?;
-        let prepared = self.prepare(event).await?;
-        let key = prepared.idempotency_key.clone();
+        let prepared = self.prepare(vec![event]).await?;
+        let key = prepared[0].idempotency_key.clone();
         let (waiter, acknowledged) = oneshot::channel();
         self.shared
             .waiters
             .lock()
             .expect("BUG: the waiter lock is never poisoned")
             .insert(key.clone(), waiter);
-        if let Err(error) = self.enqueue(vec![prepared]).await {
+        if let Err(error) = self.enqueue(prepared).await {
             self.forget_waiter(&key);
             return Err(error);
         }
@@ -507,10 +499,7 @@ impl Connector {
     /// sensors that publish faster than a round trip.
     pub async fn queue(&self, events: Vec<Event>) -> Result<Vec<String>, Error> {
         self.refuse_if_down()?;
-        let mut prepared = Vec::with_capacity(events.len());
-        for event in events {
-            prepared.push(self.prepare(event).await?);
-        }
+        let prepared = self.prepare(events).await?;
         let keys = prepared
             .iter()
             .map(|event| event.idempotency_key.clone())
@@ -527,57 +516,23 @@ impl Connector {
             .remove(key);
     }
 
-    /// Checks an event before it may enter the outbox.
-    async fn prepare(&self, event: Event) -> Result<PreparedEvent, Error> {
-        let options = &self.shared.options;
-        check_text("service", &event.service)?;
-        match self.shared.devices.lock().await.get_ref(&event.device) {
-            Some(entry) if entry.state != DeviceState::Deleted => {}
-            _ => {
-                return Err(Error::InvalidInput(format!(
-                    "device {:?} is not managed by this gateway: register it first",
-                    event.device
-                )));
-            }
-        }
-        let payload = event.payload.to_string();
-        if payload.len() > options.max_payload_bytes {
-            return Err(Error::InvalidInput(format!(
-                "the payload is {} bytes as JSON, more than max_payload_bytes ({})",
-                payload.len(),
-                options.max_payload_bytes
-            )));
-        }
-        let idempotency_key = match event.idempotency_key {
-            Some(key) => {
-                check_text("idempotency key", &key)?;
-                key
-            }
-            None => uuid::Uuid::now_v7().to_string(),
-        };
-        Ok(PreparedEvent {
-            device: event.device,
-            service: event.service,
-            payload,
-            occurred_at: event.occurred_at.map(|at| at.to_rfc3339()),
-            idempotency_key,
-        })
+    /// Checks events before they may enter the outbox (all or none).
+    async fn prepare(&self, events: Vec<Event>) -> Result<Vec<PreparedEvent>, Error> {
+        let devices = self.shared.devices.lock().await;
+        events
+            .into_iter()
+            .map(|event| prepare_one(&self.shared.options, &devices, event))
+            .collect()
     }
 
+    /// Hands events to the outbox writer and waits for their commit.
     async fn enqueue(&self, events: Vec<PreparedEvent>) -> Result<(), Error> {
-        let (reply, pushed) = oneshot::channel();
+        let (reply, committed) = oneshot::channel();
         self.pushes
             .send(Push { events, reply })
             .await
             .map_err(|_| Error::Stopped)?;
-        let pushed = pushed.await.map_err(|_| Error::Stopped)??;
-        for key in pushed.dropped {
-            tracing::warn!(key, "outbox full: dropped the oldest event");
-            self.shared.answer_event(&key, Err(Error::Dropped));
-        }
-        self.shared.outbox_len_changed().await;
-        self.shared.outbox_ready.notify_one();
-        Ok(())
+        committed.await.map_err(|_| Error::Stopped)?
     }
 
     /// Events waiting in the outbox.
@@ -588,7 +543,7 @@ impl Connector {
     /// Waits until the outbox is empty (everything acknowledged), up to
     /// `timeout`.
     pub async fn flush(&self, timeout: Duration) -> Result<(), Error> {
-        let mut len = self.shared.outbox_len.subscribe();
+        let mut len = self.shared.outbox.watch_len();
         match tokio::time::timeout(timeout, len.wait_for(|len| *len == 0)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(Error::Stopped),
@@ -691,10 +646,50 @@ impl Connector {
     }
 }
 
+/// Checks one event against the options and the managed devices.
+fn prepare_one(
+    options: &crate::ConnectorOptions,
+    devices: &Registry,
+    event: Event,
+) -> Result<PreparedEvent, Error> {
+    check_text("service", &event.service)?;
+    match devices.get_ref(&event.device) {
+        Some(entry) if entry.state != DeviceState::Deleted => {}
+        _ => {
+            return Err(Error::InvalidInput(format!(
+                "device {:?} is not managed by this gateway: register it first",
+                event.device
+            )));
+        }
+    }
+    let payload = event.payload.to_string();
+    if payload.len() > options.max_payload_bytes {
+        return Err(Error::InvalidInput(format!(
+            "the payload is {} bytes as JSON, more than max_payload_bytes ({})",
+            payload.len(),
+            options.max_payload_bytes
+        )));
+    }
+    let idempotency_key = match event.idempotency_key {
+        Some(key) => {
+            check_text("idempotency key", &key)?;
+            key
+        }
+        None => uuid::Uuid::now_v7().to_string(),
+    };
+    Ok(PreparedEvent {
+        device: event.device,
+        service: event.service,
+        payload,
+        occurred_at: event.occurred_at.map(|at| at.to_rfc3339()),
+        idempotency_key,
+    })
+}
+
 /// One caller's events for the outbox writer.
 struct Push {
     events: Vec<PreparedEvent>,
-    reply: oneshot::Sender<Result<crate::outbox::Pushed, Error>>,
+    reply: oneshot::Sender<Result<(), Error>>,
 }
 
 /// Most events the writer commits in one transaction.
@@ -720,8 +715,15 @@ async fn outbox_writer(shared: Arc<Shared>, mut pushes: mpsc::Receiver<Push>) {
         let groups: Vec<&[PreparedEvent]> = batch.iter().map(|push| &push.events[..]).collect();
         match shared.outbox.push_groups(&groups).await {
             Ok(results) => {
+                // Older events dropped to make room (policy drop_oldest).
+                for dropped in results.iter().flatten().flat_map(|pushed| &pushed.dropped) {
+                    tracing::warn!(key = %dropped, "outbox full: dropped the oldest event");
+                    shared.answer_event(dropped, Err(Error::Dropped));
+                }
+                // One wake-up of the session per commit.
+                shared.outbox_ready.notify_one();
                 for (push, result) in batch.into_iter().zip(results) {
-                    let _ = push.reply.send(result);
+                    let _ = push.reply.send(result.map(|_| ()));
                 }
             }
             Err(error) => {

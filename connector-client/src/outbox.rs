@@ -17,7 +17,7 @@ use sqlx::{
         SqliteSynchronous,
     },
 };
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 use crate::{DeviceSpec, Error, OutboxFullPolicy};
 
@@ -92,6 +92,9 @@ pub(crate) struct Outbox {
     /// Rows in `outbox`. An async mutex, held across the statements that
     /// change the table, so the count and the table never disagree.
     len: Mutex<u64>,
+    /// The same count for watchers ([`crate::Connector::flush`]), published
+    /// after every change.
+    len_watch: watch::Sender<u64>,
     max_events: u64,
     policy: OutboxFullPolicy,
 }
@@ -162,6 +165,7 @@ impl Outbox {
         Ok(Outbox {
             pool,
             len: Mutex::new(len as u64),
+            len_watch: watch::channel(len as u64).0,
             max_events,
             policy,
         })
@@ -170,6 +174,16 @@ impl Outbox {
     /// Events waiting.
     pub async fn len(&self) -> u64 {
         *self.len.lock().await
+    }
+
+    /// Watches the number of events waiting.
+    pub fn watch_len(&self) -> watch::Receiver<u64> {
+        self.len_watch.subscribe()
+    }
+
+    fn set_len(&self, len: &mut u64, value: u64) {
+        *len = value;
+        self.len_watch.send_replace(value);
     }
 
     /// Appends events in one transaction, applying the full-outbox policy.
@@ -228,7 +242,7 @@ impl Outbox {
             results.push(Ok(Pushed { dropped }));
         }
         tx.commit().await?;
-        *len = count;
+        self.set_len(&mut len, count);
         Ok(results)
     }
 
@@ -278,7 +292,8 @@ impl Outbox {
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
-        *len -= removed;
+        let left = *len - removed;
+        self.set_len(&mut len, left);
         Ok(())
     }
 
@@ -290,7 +305,8 @@ impl Outbox {
                 .bind(device)
                 .fetch_all(&self.pool)
                 .await?;
-        *len -= keys.len() as u64;
+        let left = *len - keys.len() as u64;
+        self.set_len(&mut len, left);
         Ok(keys)
     }
 
@@ -362,20 +378,28 @@ mod tests {
         }
     }
 
+    async fn open(path: &Path, max_events: u64, policy: OutboxFullPolicy) -> Outbox {
+        Outbox::open(path, max_events, policy)
+            .await
+            .expect("the outbox opens")
+    }
+
+    /// The idempotency keys waiting, oldest first.
+    async fn waiting_keys(outbox: &Outbox) -> Vec<String> {
+        let rows = outbox.peek(100, 1 << 20).await.unwrap();
+        rows.into_iter().map(|r| r.event.idempotency_key).collect()
+    }
+
     #[tokio::test]
     async fn events_survive_reopening_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/outbox.db");
-        let outbox = Outbox::open(&path, 10, OutboxFullPolicy::Reject)
-            .await
-            .unwrap();
+        let outbox = open(&path, 10, OutboxFullPolicy::Reject).await;
         outbox.push(&[event(1), event(2)]).await.unwrap();
         outbox.push(&[event(3)]).await.unwrap();
         outbox.close().await;
 
-        let outbox = Outbox::open(&path, 10, OutboxFullPolicy::Reject)
-            .await
-            .unwrap();
+        let outbox = open(&path, 10, OutboxFullPolicy::Reject).await;
         assert_eq!(outbox.len().await, 3);
         let rows = outbox.peek(10, 1 << 20).await.unwrap();
         let keys: Vec<_> = rows
@@ -396,9 +420,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_outbox_rejects_or_drops_the_oldest() {
         let dir = tempfile::tempdir().unwrap();
-        let reject = Outbox::open(&dir.path().join("r.db"), 2, OutboxFullPolicy::Reject)
-            .await
-            .unwrap();
+        let reject = open(&dir.path().join("r.db"), 2, OutboxFullPolicy::Reject).await;
         reject.push(&[event(1), event(2)]).await.unwrap();
         assert_eq!(
             reject.push(&[event(3)]).await.err(),
@@ -406,28 +428,17 @@ mod tests {
         );
         assert_eq!(reject.len().await, 2);
 
-        let drop = Outbox::open(&dir.path().join("d.db"), 2, OutboxFullPolicy::DropOldest)
-            .await
-            .unwrap();
+        let drop = open(&dir.path().join("d.db"), 2, OutboxFullPolicy::DropOldest).await;
         drop.push(&[event(1), event(2)]).await.unwrap();
         let pushed = drop.push(&[event(3)]).await.unwrap();
         assert_eq!(pushed.dropped, ["k1"]);
-        let keys: Vec<_> = drop
-            .peek(10, 1 << 20)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.event.idempotency_key)
-            .collect();
-        assert_eq!(keys, ["k2", "k3"]);
+        assert_eq!(waiting_keys(&drop).await, ["k2", "k3"]);
     }
 
     #[tokio::test]
     async fn groups_share_a_transaction_and_are_refused_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(&dir.path().join("g.db"), 3, OutboxFullPolicy::Reject)
-            .await
-            .unwrap();
+        let outbox = open(&dir.path().join("g.db"), 3, OutboxFullPolicy::Reject).await;
         let first = [event(1), event(2)];
         let too_many = [event(3), event(4)];
         let fits = [event(5)];
@@ -438,14 +449,7 @@ mod tests {
         assert!(results[0].is_ok());
         assert_eq!(results[1].as_ref().err(), Some(&Error::OutboxFull(2)));
         assert!(results[2].is_ok());
-        let keys: Vec<_> = outbox
-            .peek(10, 1 << 20)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.event.idempotency_key)
-            .collect();
-        assert_eq!(keys, ["k1", "k2", "k5"]);
+        assert_eq!(waiting_keys(&outbox).await, ["k1", "k2", "k5"]);
         assert_eq!(outbox.len().await, 3);
     }
 
@@ -453,9 +457,7 @@ mod tests {
     async fn a_second_process_cannot_open_the_same_outbox() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outbox.db");
-        let first = Outbox::open(&path, 10, OutboxFullPolicy::Reject)
-            .await
-            .unwrap();
+        let first = open(&path, 10, OutboxFullPolicy::Reject).await;
         first.push(&[event(1)]).await.unwrap();
         let second = Outbox::open(&path, 10, OutboxFullPolicy::Reject).await;
         match second {
@@ -468,9 +470,7 @@ mod tests {
     #[tokio::test]
     async fn batches_stop_at_the_byte_budget_but_take_at_least_one() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(&dir.path().join("o.db"), 10, OutboxFullPolicy::Reject)
-            .await
-            .unwrap();
+        let outbox = open(&dir.path().join("o.db"), 10, OutboxFullPolicy::Reject).await;
         outbox.push(&[event(1), event(2), event(3)]).await.unwrap();
         assert_eq!(outbox.peek(10, 1).await.unwrap().len(), 1);
         assert_eq!(outbox.peek(10, 450).await.unwrap().len(), 2);
@@ -481,9 +481,7 @@ mod tests {
     async fn devices_are_remembered() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.db");
-        let outbox = Outbox::open(&path, 10, OutboxFullPolicy::Reject)
-            .await
-            .unwrap();
+        let outbox = open(&path, 10, OutboxFullPolicy::Reject).await;
         let mut entry = DeviceEntry {
             spec: DeviceSpec::new("t1").name("Thermometer"),
             state: DeviceState::Active,
@@ -495,9 +493,7 @@ mod tests {
         entry.dirty = false;
         outbox.save_device(&entry).await.unwrap();
         outbox.close().await;
-        let outbox = Outbox::open(&path, 10, OutboxFullPolicy::Reject)
-            .await
-            .unwrap();
+        let outbox = open(&path, 10, OutboxFullPolicy::Reject).await;
         assert_eq!(outbox.devices().await.unwrap(), [entry]);
         outbox.forget_device("t1").await.unwrap();
         assert!(outbox.devices().await.unwrap().is_empty());

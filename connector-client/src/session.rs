@@ -877,74 +877,55 @@ impl Session {
             self.outbox_dirty = false;
             return Ok(());
         }
+        // One pass under the device lock: the prefix of rows that can go
+        // now (with their inputs), stopping at a row that must wait for its
+        // device's registration or can never be sent.
         let mut batch = Vec::new();
-        let mut rejected = Vec::new();
+        let mut inputs = Vec::new();
+        let mut unsendable = None;
         {
             let devices = self.shared.devices.lock().await;
             for row in rows {
-                let device = row.event.device.clone();
-                match devices.get_ref(&device) {
-                    Some(entry) if entry.state != DeviceState::Deleted => {
-                        let syncing =
-                            link.syncing.contains(&device) || link.sync_queue.contains(&device);
-                        match &entry.server_id {
-                            // Wait for a registration in progress: events
-                            // follow their device, in order.
-                            _ if syncing && entry.state == DeviceState::Active => break,
-                            None if syncing => break,
-                            Some(_) => batch.push(row),
-                            None => rejected.push((
-                                row,
-                                "NOT_FOUND",
-                                format!(
-                                    "device {device:?} could not be registered on the platform"
-                                ),
-                            )),
-                        }
-                    }
-                    _ => rejected.push((
-                        row,
-                        "NOT_FOUND",
-                        format!("device {device:?} is not managed by this gateway any more"),
-                    )),
-                }
-                if !rejected.is_empty() {
+                let device = &row.event.device;
+                let entry = devices
+                    .get_ref(device)
+                    .filter(|entry| entry.state != DeviceState::Deleted);
+                let Some(entry) = entry else {
+                    let why = format!("device {device:?} is not managed by this gateway any more");
+                    unsendable = Some((row, why));
                     break;
+                };
+                let syncing = link.syncing.contains(device) || link.sync_queue.contains(device);
+                match &entry.server_id {
+                    // Wait for a registration in progress: events follow
+                    // their device, in order.
+                    _ if syncing && entry.state == DeviceState::Active => break,
+                    None if syncing => break,
+                    Some(server_id) => {
+                        inputs.push(publish_input(server_id, &row));
+                        batch.push(row);
+                    }
+                    None => {
+                        let why =
+                            format!("device {device:?} could not be registered on the platform");
+                        unsendable = Some((row, why));
+                        break;
+                    }
                 }
             }
         }
-        if !rejected.is_empty() {
-            // Reject in order, then look again.
-            for (row, code, message) in rejected {
-                self.reject(row, code, message).await;
+        if let Some((row, why)) = unsendable {
+            // The rows before it go first, then the loop looks again.
+            if batch.is_empty() {
+                self.reject(row, "NOT_FOUND", why).await;
+                return Ok(());
             }
-            return Ok(());
         }
         if batch.is_empty() {
             // Waiting for a device; a sync answer wakes us up.
             self.outbox_dirty = false;
             return Ok(());
         }
-        let devices = self.shared.devices.lock().await;
-        let inputs: Vec<Value> = batch
-            .iter()
-            .map(|row| {
-                let event = &row.event;
-                let server_id = devices
-                    .get_ref(&event.device)
-                    .and_then(|entry| entry.server_id.clone());
-                let payload: Value = serde_json::from_str(&event.payload)
-                    .expect("BUG: the outbox holds payloads that were valid JSON");
-                json!({
-                    "deviceId": server_id,
-                    "service": event.service,
-                    "payload": payload,
-                    "occurredAt": event.occurred_at,
-                    "idempotencyKey": event.idempotency_key,
-                })
-            })
-            .collect();
-        drop(devices);
         link.publishing = true;
         link.start(
             PUBLISH,
@@ -1135,7 +1116,6 @@ impl Session {
         response: Response,
     ) -> Result<(), End> {
         let shared = self.shared.clone();
-        let current = shared.devices.lock().await.generation(&external_id) == generation;
         if !response.errors.is_empty() {
             let error = server_error(&response.errors);
             if is_credential_error(&error) {
@@ -1181,6 +1161,9 @@ impl Session {
         let Some(mut entry) = devices.get(&external_id) else {
             return Ok(());
         };
+        // A caller changed the device since this step was sent: the change
+        // is not done yet.
+        let current = devices.generation(&external_id) == generation;
         if let Some(device) = &device {
             entry.server_id = Some(device.id.clone());
             self.external_ids
@@ -1255,7 +1238,6 @@ impl Session {
             }
             self.publish_delay = PUBLISH_RETRY_MIN;
             self.outbox_dirty = true;
-            self.shared.outbox_len_changed().await;
             return Ok(());
         }
         let error = server_error(&response.errors);
@@ -1271,7 +1253,6 @@ impl Session {
             if rows.len() == 1 {
                 let row = rows.into_iter().next().expect("BUG: one row");
                 self.reject(row, &code, message).await;
-                self.shared.outbox_len_changed().await;
             } else {
                 // One of them is bad: send them one at a time to find it.
                 link.isolate_through = rows.last().map(|row| row.seq);
@@ -1412,6 +1393,20 @@ impl Session {
             }
         }
     }
+}
+
+/// One event as `publishEvents` takes it.
+fn publish_input(server_id: &str, row: &OutboxRow) -> Value {
+    let event = &row.event;
+    let payload: Value = serde_json::from_str(&event.payload)
+        .expect("BUG: the outbox holds payloads that were valid JSON");
+    json!({
+        "deviceId": server_id,
+        "service": event.service,
+        "payload": payload,
+        "occurredAt": event.occurred_at,
+        "idempotencyKey": event.idempotency_key,
+    })
 }
 
 async fn save(shared: &Shared, entry: &DeviceEntry) {

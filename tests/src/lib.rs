@@ -119,6 +119,27 @@ pub struct TestApp {
     _data_dir: tempfile::TempDir,
 }
 
+/// Polls `probe` (every 100 ms) until it yields a value, for up to `limit`;
+/// panics naming `what` otherwise. For states that are reached eventually
+/// (a process started, a device back online), without fixed sleeps.
+pub async fn eventually<T, F, Fut>(what: &str, limit: std::time::Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {limit:?}: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// A server that is down, with its database and address kept.
 pub struct StoppedApp {
     backend: Backend,

@@ -9,7 +9,7 @@ use ferrite_connector::{
     Event, EventFilter,
 };
 use ferrite_e2e::{
-    Backend, TestApp, on_both_backends,
+    Backend, TestApp, eventually, on_both_backends,
     ws::{Op, next_item, until_device_changes_are_live},
 };
 use futures_util::{SinkExt, StreamExt};
@@ -30,9 +30,25 @@ fn options(
     connector_id: &str,
     dir: &tempfile::TempDir,
 ) -> ConnectorOptions {
-    ConnectorOptions::new(app.url("/graphql"), key, connector_id)
+    options_at(
+        &app.url("/graphql"),
+        key,
+        connector_id,
+        dir.path().join("outbox.db"),
+    )
+}
+
+/// Options for a gateway of the server at `url` with its outbox at `outbox`,
+/// and quick reconnects.
+fn options_at(
+    url: &str,
+    key: &str,
+    connector_id: &str,
+    outbox: std::path::PathBuf,
+) -> ConnectorOptions {
+    ConnectorOptions::new(url, key, connector_id)
         .unwrap()
-        .outbox_path(dir.path().join("outbox.db"))
+        .outbox_path(outbox)
         .unwrap()
         .reconnect_delay(Duration::from_millis(50), Duration::from_millis(500))
         .unwrap()
@@ -49,22 +65,70 @@ async fn device(app: &TestApp, token: &str, external_id: &str) -> Option<Value> 
     answer.data()["devices"]["nodes"].get(0).cloned()
 }
 
-/// The integer payloads of event nodes, sorted by event id (the API lists
-/// newest first).
-fn payloads_in_id_order(nodes: &Value) -> Vec<i64> {
-    let mut events: Vec<(i64, i64)> = nodes
-        .as_array()
-        .expect("a list of events")
-        .iter()
-        .map(|node| {
-            (
-                node["id"].as_str().unwrap().parse().unwrap(),
-                node["payload"].as_i64().unwrap(),
+/// The integer payloads of every stored event matching `filter`, in event
+/// id order (the API lists newest first; this reads every page).
+async fn stored_payloads(app: &TestApp, token: &str, filter: Value) -> Vec<i64> {
+    let mut events: Vec<(i64, i64)> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = app
+            .gql(
+                Some(token),
+                "query($f: EventFilter, $a: String) { events(filter: $f, first: 500, after: $a) { nodes { id payload } pageInfo { endCursor hasNextPage } } }",
+                json!({"f": filter, "a": after}),
             )
-        })
-        .collect();
+            .await;
+        let page = &page.data()["events"];
+        events.extend(
+            page["nodes"]
+                .as_array()
+                .expect("a list of events")
+                .iter()
+                .map(|node| {
+                    (
+                        node["id"].as_str().unwrap().parse::<i64>().unwrap(),
+                        node["payload"].as_i64().unwrap(),
+                    )
+                }),
+        );
+        if page["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = page["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+    }
     events.sort();
     events.into_iter().map(|(_, payload)| payload).collect()
+}
+
+/// Sends a command to a device over HTTP; returns its id.
+async fn send_command(app: &TestApp, token: &str, device_id: &str, service: &str) -> String {
+    app.gql(
+        Some(token),
+        "mutation($d: ID!, $s: String!) { sendCommand(input: {deviceId: $d, service: $s, payload: {on: true}}) { id } }",
+        json!({"d": device_id, "s": service}),
+    )
+    .await
+    .data()["sendCommand"]["id"]
+        .as_str()
+        .expect("a command id")
+        .to_owned()
+}
+
+/// The reason of the session's next disconnection after what `state` has
+/// seen, within 10 s.
+async fn next_disconnect_reason(
+    state: &mut tokio::sync::watch::Receiver<ConnectionState>,
+) -> String {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            state.changed().await.unwrap();
+            if let ConnectionState::Disconnected { reason } = &*state.borrow_and_update() {
+                break reason.clone();
+            }
+        }
+    })
+    .await
+    .expect("a disconnection within 10 s")
 }
 
 async fn the_device_lifecycle_reaches_the_platform(backend: Backend) {
@@ -213,15 +277,8 @@ async fn events_are_acknowledged_once_committed(backend: Backend) {
         .collect();
     connector.queue(events).await.unwrap();
     connector.flush(Duration::from_secs(20)).await.unwrap();
-    let page = app
-        .gql(
-            Some(&token),
-            "query { events(filter: {services: [\"count\"]}, first: 500) { nodes { id payload } } }",
-            json!({}),
-        )
-        .await;
     assert_eq!(
-        payloads_in_id_order(&page.data()["events"]["nodes"]),
+        stored_payloads(&app, &token, json!({"services": ["count"]})).await,
         (0..300).collect::<Vec<_>>()
     );
 
@@ -270,17 +327,7 @@ async fn commands_are_received_and_answered(backend: Backend) {
         Error::CommandsTaken
     );
 
-    let sent = app
-        .gql(
-            Some(&token),
-            "mutation($d: ID!) { sendCommand(input: {deviceId: $d, service: \"set\", payload: {on: true}}) { id } }",
-            json!({"d": relay.id}),
-        )
-        .await;
-    let command_id = sent.data()["sendCommand"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let command_id = send_command(&app, &token, &relay.id, "set").await;
     let command = tokio::time::timeout(Duration::from_secs(10), commands.next())
         .await
         .expect("a command within 10 s")
@@ -357,25 +404,8 @@ async fn a_restarted_server_gets_every_accepted_event_exactly_once(backend: Back
         )
         .await;
     assert_eq!(page.data()["events"]["totalCount"], 1500);
-    let mut seen = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = app
-            .gql(
-                Some(&token),
-                "query($a: String) { events(first: 500, after: $a) { nodes { id payload } pageInfo { endCursor hasNextPage } } }",
-                json!({"a": after}),
-            )
-            .await;
-        let events = &page.data()["events"];
-        seen.extend(events["nodes"].as_array().unwrap().iter().cloned());
-        if events["pageInfo"]["hasNextPage"] != true {
-            break;
-        }
-        after = events["pageInfo"]["endCursor"].as_str().map(str::to_owned);
-    }
     assert_eq!(
-        payloads_in_id_order(&Value::Array(seen)),
+        stored_payloads(&app, &token, Value::Null).await,
         (0..1500).collect::<Vec<_>>(),
         "exactly once, in order"
     );
@@ -397,12 +427,8 @@ async fn a_server_unreachable_at_start_gets_the_events_once_it_is_up() {
     // The gateway starts while the server is down: calls time out, events
     // wait in the outbox.
     let dir = tempfile::tempdir().unwrap();
-    let options = ConnectorOptions::new(format!("ws://{}/graphql", down.addr()), &key, "gw")
-        .unwrap()
-        .outbox_path(dir.path().join("outbox.db"))
-        .unwrap()
-        .reconnect_delay(Duration::from_millis(50), Duration::from_millis(300))
-        .unwrap()
+    let url = format!("ws://{}/graphql", down.addr());
+    let options = options_at(&url, &key, "gw", dir.path().join("outbox.db"))
         .request_timeout(Duration::from_millis(500))
         .unwrap();
     let connector = Connector::start(options).await.unwrap();
@@ -431,20 +457,12 @@ async fn a_server_unreachable_at_start_gets_the_events_once_it_is_up() {
     // The server comes up: the gateway connects, registers, and delivers.
     let app = down.start_again().await;
     connector.flush(Duration::from_secs(20)).await.unwrap();
-    let page = app
-        .gql(
-            Some(&token),
-            "query { events(first: 100) { nodes { id payload device { externalId status } } } }",
-            json!({}),
-        )
-        .await;
-    let nodes = page.data()["events"]["nodes"].as_array().unwrap().clone();
     assert_eq!(
-        payloads_in_id_order(&page.data()["events"]["nodes"]),
+        stored_payloads(&app, &token, Value::Null).await,
         (0..20).collect::<Vec<_>>()
     );
-    assert_eq!(nodes[0]["device"]["externalId"], "early");
-    assert_eq!(nodes[0]["device"]["status"], "ONLINE");
+    let early = device(&app, &token, "early").await.unwrap();
+    assert_eq!(early["status"], "ONLINE");
     connector.shutdown().await.unwrap();
 }
 
@@ -523,12 +541,14 @@ async fn a_wrong_url_is_retried_slowly_and_explained() {
     let key = app.create_api_key(&token, "WRITE").await;
     let dir = tempfile::tempdir().unwrap();
     // The right server, the wrong path.
-    let options = ConnectorOptions::new(app.url("/not-graphql"), &key, "gw")
-        .unwrap()
-        .outbox_path(dir.path().join("outbox.db"))
-        .unwrap()
-        .reconnect_delay(Duration::from_millis(200), Duration::from_secs(1))
-        .unwrap();
+    let options = options_at(
+        &app.url("/not-graphql"),
+        &key,
+        "gw",
+        dir.path().join("outbox.db"),
+    )
+    .reconnect_delay(Duration::from_millis(200), Duration::from_secs(1))
+    .unwrap();
     let connector = Connector::start(options).await.unwrap();
     let mut state = connector.state();
     let mut attempts = 0;
@@ -674,15 +694,8 @@ async fn an_event_the_server_refuses_is_dropped_and_the_rest_flows() {
     events.extend((5..10).map(|n| Event::new("cam", "n", json!(n))));
     connector.queue(events).await.unwrap();
     connector.flush(Duration::from_secs(20)).await.unwrap();
-    let page = app
-        .gql(
-            Some(&token),
-            "query { events(first: 100) { nodes { id payload } } }",
-            json!({}),
-        )
-        .await;
     assert_eq!(
-        payloads_in_id_order(&page.data()["events"]["nodes"]),
+        stored_payloads(&app, &token, Value::Null).await,
         (0..10).collect::<Vec<_>>()
     );
     connector.shutdown().await.unwrap();
@@ -711,17 +724,7 @@ async fn commands_reach_a_gateway_after_it_or_the_server_restarts() {
     let relay = connector.register(DeviceSpec::new("relay")).await.unwrap();
     connector.shutdown().await.unwrap();
 
-    let while_away = app
-        .gql(
-            Some(&token),
-            "mutation($d: ID!) { sendCommand(input: {deviceId: $d, service: \"while-away\"}) { id } }",
-            json!({"d": relay.id}),
-        )
-        .await
-        .data()["sendCommand"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let while_away = send_command(&app, &token, &relay.id, "while-away").await;
 
     // The gateway starts again and only asks for commands.
     let connector = Connector::start(options(&app, &key, "gw", &dir))
@@ -744,25 +747,16 @@ async fn commands_reach_a_gateway_after_it_or_the_server_restarts() {
         .wait_connected(Duration::from_secs(10))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while device(&app, &token, "relay").await.unwrap()["status"] != "ONLINE" {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the relay is back online"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let after_restart = app
-        .gql(
-            Some(&token),
-            "mutation($d: ID!) { sendCommand(input: {deviceId: $d, service: \"after-restart\"}) { id } }",
-            json!({"d": relay.id}),
-        )
-        .await
-        .data()["sendCommand"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    eventually(
+        "the relay is back online",
+        Duration::from_secs(10),
+        || async {
+            let status = device(&app, &token, "relay").await.unwrap()["status"].clone();
+            (status == "ONLINE").then_some(())
+        },
+    )
+    .await;
+    let after_restart = send_command(&app, &token, &relay.id, "after-restart").await;
     let command = next_command(&mut commands).await;
     assert_eq!(command.id, after_restart);
     assert_eq!(command.service, "after-restart");
@@ -814,10 +808,8 @@ async fn a_silent_server_is_dropped_after_the_keepalive_timeout() {
     });
 
     let dir = tempfile::tempdir().unwrap();
-    let options = ConnectorOptions::new(format!("ws://{addr}/graphql"), "frt_x", "gw")
-        .unwrap()
-        .outbox_path(dir.path().join("outbox.db"))
-        .unwrap()
+    let url = format!("ws://{addr}/graphql");
+    let options = options_at(&url, "frt_x", "gw", dir.path().join("outbox.db"))
         .keepalive(Duration::from_millis(100), Duration::from_millis(400))
         .unwrap()
         .reconnect_delay(Duration::from_millis(50), Duration::from_millis(100))
@@ -827,16 +819,7 @@ async fn a_silent_server_is_dropped_after_the_keepalive_timeout() {
     tokio::time::timeout(Duration::from_secs(10), accepted.recv())
         .await
         .unwrap();
-    let reason = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            state.changed().await.unwrap();
-            if let ConnectionState::Disconnected { reason } = &*state.borrow_and_update() {
-                break reason.clone();
-            }
-        }
-    })
-    .await
-    .expect("the silent server is given up within 10 s");
+    let reason = next_disconnect_reason(&mut state).await;
     assert!(reason.contains("silent"), "{reason}");
     // …and the gateway connects again.
     tokio::time::timeout(Duration::from_secs(10), accepted.recv())
@@ -958,24 +941,10 @@ async fn a_gateway_reaches_a_tls_server_it_was_told_to_trust() {
     let url = format!("wss://{proxy_addr}/graphql");
 
     // Not trusted: a TLS error, retried (the operator may fix the proxy).
-    let untrusting = ConnectorOptions::new(&url, &key, "gw")
-        .unwrap()
-        .outbox_path(dir.path().join("first.db"))
-        .unwrap()
-        .reconnect_delay(Duration::from_millis(50), Duration::from_millis(200))
-        .unwrap();
+    let untrusting = options_at(&url, &key, "gw", dir.path().join("first.db"));
     let connector = Connector::start(untrusting).await.unwrap();
     let mut state = connector.state();
-    let reason = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            state.changed().await.unwrap();
-            if let ConnectionState::Disconnected { reason } = &*state.borrow_and_update() {
-                break reason.clone();
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let reason = next_disconnect_reason(&mut state).await;
     assert!(
         reason.contains("TLS") && reason.contains("tls_ca_file"),
         "{reason}"
@@ -983,10 +952,7 @@ async fn a_gateway_reaches_a_tls_server_it_was_told_to_trust() {
     connector.shutdown().await.unwrap();
 
     // Trusted: the whole session runs over TLS.
-    let trusting = ConnectorOptions::new(&url, &key, "gw")
-        .unwrap()
-        .outbox_path(dir.path().join("second.db"))
-        .unwrap()
+    let trusting = options_at(&url, &key, "gw", dir.path().join("second.db"))
         .tls_ca_file(&ca_file)
         .unwrap();
     let connector = Connector::start(trusting).await.unwrap();

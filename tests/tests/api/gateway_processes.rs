@@ -5,7 +5,7 @@ use std::{path::Path, process::Stdio, time::Duration};
 
 use ferrite_connector::{Connector, ConnectorOptions, DeviceSpec, Event};
 use ferrite_e2e::{
-    ADMIN_PASSWORD,
+    ADMIN_PASSWORD, eventually,
     process::{ServerProcess, free_loopback_addr, kill_hard, terminate, workspace_binary},
 };
 use serde_json::{Value, json};
@@ -27,6 +27,27 @@ async fn gql(
     let answer: Value = request.send().await.unwrap().json().await.unwrap();
     assert!(answer.get("errors").is_none(), "{answer}");
     answer["data"].clone()
+}
+
+/// Sends a command over HTTP to a server process; returns its id.
+async fn send_command(
+    addr: std::net::SocketAddr,
+    token: &str,
+    device_id: &str,
+    service: &str,
+    payload: Value,
+) -> String {
+    let sent = gql(
+        addr,
+        Some(token),
+        "mutation($d: ID!, $s: String!, $p: JSON) { sendCommand(input: {deviceId: $d, service: $s, payload: $p}) { id } }",
+        json!({"d": device_id, "s": service, "p": payload}),
+    )
+    .await;
+    sent["sendCommand"]["id"]
+        .as_str()
+        .expect("a command id")
+        .to_owned()
 }
 
 /// An admin token and a WRITE key on a fresh server process.
@@ -217,14 +238,10 @@ async fn a_killed_gateway_sends_its_outbox_after_a_restart() {
     // Online for a moment, then the server goes away and the gateway keeps
     // measuring into its outbox; then the gateway is killed.
     let mut gateway = start_gateway(&config, "warn");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while all_events(addr, &token).await.is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the gateway never published"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the gateway publishes", Duration::from_secs(30), || async {
+        (!all_events(addr, &token).await.is_empty()).then_some(())
+    })
+    .await;
     kill_hard(&mut server.child).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     kill_hard(&mut gateway).await;
@@ -238,19 +255,19 @@ async fn a_killed_gateway_sends_its_outbox_after_a_restart() {
     // Both come back; the gateway sends what it had before anything new.
     let _server = ServerProcess::start(addr, data.path()).await;
     let mut gateway = start_gateway(&config, "warn");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let stored = all_events(addr, &token).await;
-        let keys: Vec<&str> = stored.iter().map(|e| e.3.as_str()).collect();
-        if waiting.iter().all(|key| keys.contains(&key.as_str())) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the outbox was not delivered within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "the outbox is delivered",
+        Duration::from_secs(30),
+        || async {
+            let stored = all_events(addr, &token).await;
+            let keys: Vec<&str> = stored.iter().map(|e| e.3.as_str()).collect();
+            waiting
+                .iter()
+                .all(|key| keys.contains(&key.as_str()))
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         terminate(&mut gateway).await,
         Some(0),
@@ -304,8 +321,7 @@ async fn the_simulated_gateway_brings_its_devices_to_life() {
     let mut gateway = start_gateway(&config, "info");
 
     // Everything online and publishing within a few seconds.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let pump_id = loop {
+    let pump_id = eventually("all four alive", Duration::from_secs(30), || async {
         let devices = gql(
             addr,
             Some(&token),
@@ -317,18 +333,15 @@ async fn the_simulated_gateway_brings_its_devices_to_life() {
         let events = all_events(addr, &token).await;
         let published = |device: &str| events.iter().filter(|e| e.1 == device).count();
         let online = nodes.iter().filter(|n| n["status"] == "ONLINE").count();
-        if online == 4 && published("thermo") >= 3 && published("lamp") >= 2 {
-            break nodes.iter().find(|n| n["externalId"] == "pump").unwrap()["id"]
+        let alive = online == 4 && published("thermo") >= 3 && published("lamp") >= 2;
+        alive.then(|| {
+            nodes.iter().find(|n| n["externalId"] == "pump").unwrap()["id"]
                 .as_str()
                 .unwrap()
-                .to_owned();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not alive within 30 s: {nodes:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+                .to_owned()
+        })
+    })
+    .await;
 
     // The lamp follows the switch: each of its states names the switch
     // event it followed, which had that state, in the switch's order.
@@ -361,16 +374,8 @@ async fn the_simulated_gateway_brings_its_devices_to_life() {
             json!({"error": "unknown service \"explode\"; try set or get"}),
         ),
     ] {
-        let sent = gql(
-            addr,
-            Some(&token),
-            "mutation($d: ID!, $s: String!, $p: JSON) { sendCommand(input: {deviceId: $d, service: $s, payload: $p}) { id } }",
-            json!({"d": pump_id, "s": service, "p": payload}),
-        )
-        .await;
-        let id = sent["sendCommand"]["id"].as_str().unwrap().to_owned();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
+        let id = send_command(addr, &token, &pump_id, service, payload).await;
+        let answered = eventually(service, Duration::from_secs(10), || async {
             let command = gql(
                 addr,
                 Some(&token),
@@ -378,16 +383,10 @@ async fn the_simulated_gateway_brings_its_devices_to_life() {
                 json!({"id": id}),
             )
             .await;
-            if command["command"]["status"] == status {
-                assert_eq!(command["command"]["result"], result);
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{service}: {command}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            (command["command"]["status"] == status).then_some(command)
+        })
+        .await;
+        assert_eq!(answered["command"]["result"], result);
     }
 
     // SIGTERM: a clean exit, and the devices go OFFLINE with the session.
@@ -413,8 +412,7 @@ async fn the_simulated_gateway_brings_its_devices_to_life() {
         "{log}"
     );
     assert!(!log.contains(&key), "the API key is never logged");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("every device OFFLINE", Duration::from_secs(10), || async {
         let devices = gql(
             addr,
             Some(&token),
@@ -422,17 +420,10 @@ async fn the_simulated_gateway_brings_its_devices_to_life() {
             json!({}),
         )
         .await;
-        if devices["devices"]["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|n| n["status"] == "OFFLINE")
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{devices}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let nodes = devices["devices"]["nodes"].as_array().unwrap().clone();
+        nodes.iter().all(|n| n["status"] == "OFFLINE").then_some(())
+    })
+    .await;
 }
 
 /// Runs a one-shot verb of `ferrite-connector` with `config`.
@@ -534,20 +525,14 @@ async fn the_one_shot_verbs_work_from_a_script() {
         .spawn()
         .unwrap();
     let device_id = device["id"].as_str().unwrap();
-    let sent = gql(
-        addr,
-        Some(&token),
-        "mutation($d: ID!) { sendCommand(input: {deviceId: $d, service: \"heat\", payload: {target: 70}}) { id } }",
-        json!({"d": device_id}),
-    )
-    .await;
+    let sent = send_command(addr, &token, device_id, "heat", json!({"target": 70})).await;
     let output = tokio::time::timeout(Duration::from_secs(20), listener.wait_with_output())
         .await
         .expect("listen exits after one command")
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     let command = &stdout_json(&output)[0];
-    assert_eq!(command["id"], sent["sendCommand"]["id"]);
+    assert_eq!(command["id"], sent);
     assert_eq!(command["device"], "boiler");
     assert_eq!(command["payload"], json!({"target": 70}));
     let state = gql(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferrite_e2e::{
     Backend, TestApp, on_both_backends,
-    ws::{Op, close_code, next_json, send_json},
+    ws::{Op, close_code, next_json, run_once, send_json},
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -414,14 +414,12 @@ async fn queries_and_mutations_run_over_the_socket(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
     let client = app.ws_client(&admin, None).await.unwrap();
-    let mut registered = client
-        .subscribe(Op::new(
-            "mutation { registerDevice(input: {externalId: \"over-ws\"}) { id } }",
-            json!({}),
-        ))
-        .await
-        .unwrap();
-    let registered = registered.next().await.unwrap().unwrap();
+    let registered = run_once(
+        &client,
+        "mutation { registerDevice(input: {externalId: \"over-ws\"}) { id } }",
+        json!({}),
+    )
+    .await;
     assert!(
         registered["data"]["registerDevice"]["id"].is_string(),
         "{registered}"
@@ -439,14 +437,12 @@ async fn queries_and_mutations_run_over_the_socket(backend: Backend) {
     // A READ key's socket cannot mutate.
     let reader = app.create_api_key(&admin, "READ").await;
     let client = app.ws_client(&reader, None).await.unwrap();
-    let mut refused = client
-        .subscribe(Op::new(
-            "mutation { registerDevice(input: {externalId: \"nope\"}) { id } }",
-            json!({}),
-        ))
-        .await
-        .unwrap();
-    let refused = refused.next().await.unwrap().unwrap();
+    let refused = run_once(
+        &client,
+        "mutation { registerDevice(input: {externalId: \"nope\"}) { id } }",
+        json!({}),
+    )
+    .await;
     assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN");
     assert_eq!(app.device_count(&admin).await, 1);
 }
