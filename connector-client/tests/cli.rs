@@ -44,6 +44,7 @@ fn garbage_configuration_and_flags_exit_2_with_a_reason() {
     let file = dir.path().join("connector.toml");
     let key = ("FERRITE_CONNECTOR_API_KEY", "frt_x");
     let id = ("FERRITE_CONNECTOR_CONNECTOR_ID", "gw");
+    let long_id = "x".repeat(129);
     // (connector.toml, arguments, environment, expected in the message)
     type Case<'a> = (
         Option<&'a str>,
@@ -104,6 +105,36 @@ fn garbage_configuration_and_flags_exit_2_with_a_reason() {
             "unrecognized subcommand",
         ),
         (None, vec!["event", "d", "s"], vec![key, id], "required"),
+        (
+            None,
+            vec!["event", "d", "s", "1", "--occurred-at", "yesterday"],
+            vec![key, id],
+            "invalid value",
+        ),
+        (
+            None,
+            vec!["listen", "--answer", "maybe"],
+            vec![key, id],
+            "invalid value",
+        ),
+        (
+            None,
+            vec!["register", "x", "--attributes", "[1]"],
+            vec![key, id],
+            "attributes must be a JSON object",
+        ),
+        (
+            None,
+            vec!["register", "x", "--attributes", "nope"],
+            vec![key, id],
+            "not JSON",
+        ),
+        (
+            None,
+            vec!["register", &long_id],
+            vec![key, id],
+            "external id must be 1–128 characters",
+        ),
     ];
     for (toml, args, env, expected) in cases {
         match toml {

@@ -763,12 +763,17 @@ async fn commands_reach_a_gateway_after_it_or_the_server_restarts() {
     connector.shutdown().await.unwrap();
 }
 
-/// A server that accepts the session and then goes silent (a dead NAT
-/// mapping, a hung process) is given up after the keep-alive timeout, and
-/// the gateway reconnects. The peer here is a minimal graphql-transport-ws
-/// endpoint, since the real server cannot be made to hang.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_server_is_dropped_after_the_keepalive_timeout() {
+/// A minimal graphql-transport-ws endpoint standing in for a server that
+/// misbehaves (the real one cannot be made to): it accepts every
+/// connection, acknowledges `connection_init`, sends `after_ack` as text
+/// frames, then reads and ignores everything (pings included). Each
+/// acknowledged connection is reported on the returned channel.
+async fn fake_server(
+    after_ack: Vec<&'static str>,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
     use tokio_tungstenite::tungstenite::{
         Message,
         handshake::server::{Request, Response},
@@ -776,11 +781,12 @@ async fn a_silent_server_is_dropped_after_the_keepalive_timeout() {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let (accepted_tx, accepted) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             let accepted_tx = accepted_tx.clone();
+            let after_ack = after_ack.clone();
             tokio::spawn(async move {
                 // tungstenite's callback signature: its error is an HTTP response.
                 #[allow(clippy::result_large_err)]
@@ -794,18 +800,30 @@ async fn a_silent_server_is_dropped_after_the_keepalive_timeout() {
                 let mut socket = tokio_tungstenite::accept_hdr_async(stream, agree)
                     .await
                     .unwrap();
-                // connection_init → connection_ack, then silence: read and
-                // drop everything, pings included.
                 let _init = socket.next().await;
                 socket
                     .send(Message::text(r#"{"type":"connection_ack"}"#))
                     .await
                     .unwrap();
-                accepted_tx.send(()).unwrap();
+                let _ = accepted_tx.send(());
+                for text in after_ack {
+                    if socket.send(Message::text(text)).await.is_err() {
+                        return;
+                    }
+                }
                 while let Some(Ok(_)) = socket.next().await {}
             });
         }
     });
+    (addr, accepted)
+}
+
+/// A server that accepts the session and then goes silent (a dead NAT
+/// mapping, a hung process) is given up after the keep-alive timeout, and
+/// the gateway reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_is_dropped_after_the_keepalive_timeout() {
+    let (addr, mut accepted) = fake_server(Vec::new()).await;
 
     let dir = tempfile::tempdir().unwrap();
     let url = format!("ws://{addr}/graphql");
@@ -965,4 +983,62 @@ async fn a_gateway_reaches_a_tls_server_it_was_told_to_trust() {
     assert!(ack.id > 0);
     assert_eq!(app.event_count(&token).await, 1);
     connector.shutdown().await.unwrap();
+}
+
+/// Garbage from the server (an answer to an operation never started, a
+/// message outside the protocol, text that is not JSON) ends that
+/// connection with a reason and a reconnect; queued events stay queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_the_server_costs_a_reconnect_not_an_event() {
+    let cases = [
+        r#"{"type":"mystery","id":"1"}"#,
+        "this is not JSON",
+        r#"{"type":"next"}"#,
+    ];
+    for garbage in cases {
+        // An answer to an operation that was never started comes first: it
+        // is ignored, the garbage after it is not.
+        let (addr, mut accepted) = fake_server(vec![
+            r#"{"type":"next","id":"999","payload":{"data":{"x":1}}}"#,
+            garbage,
+        ])
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("ws://{addr}/graphql");
+        let options = options_at(&url, "frt_x", "gw", dir.path().join("outbox.db"))
+            .request_timeout(Duration::from_millis(300))
+            .unwrap();
+        let connector = Connector::start(options).await.unwrap();
+        let mut state = connector.state();
+        let reason = next_disconnect_reason(&mut state).await;
+        assert!(
+            reason.contains("not graphql-transport-ws"),
+            "{garbage}: {reason}"
+        );
+        // The fake never answers a registration; the device is managed
+        // anyway, so an event can be queued for it, and it stays queued.
+        let unanswered = connector.register(DeviceSpec::new("d")).await;
+        assert_eq!(
+            unanswered.unwrap_err(),
+            Error::Timeout(Duration::from_millis(300))
+        );
+        connector
+            .queue(vec![Event::new("d", "n", json!(1))])
+            .await
+            .unwrap();
+        // …and it connects again, and again.
+        for _ in 0..2 {
+            tokio::time::timeout(Duration::from_secs(10), accepted.recv())
+                .await
+                .expect("a connection")
+                .unwrap();
+        }
+        let reason = next_disconnect_reason(&mut state).await;
+        assert!(
+            reason.contains("not graphql-transport-ws"),
+            "{garbage}: {reason}"
+        );
+        assert_eq!(connector.pending_events().await, 1);
+        connector.shutdown().await.unwrap();
+    }
 }
