@@ -327,6 +327,22 @@ impl TestApp {
             .await
     }
 
+    /// POSTs a GraphQL request and returns the response body as sent.
+    pub async fn gql_text(&self, token: &str, query: &str, variables: Value) -> String {
+        let body = json!({ "query": query, "variables": variables });
+        self.client
+            .post(self.url("/graphql"))
+            .header("content-type", "application/json")
+            .bearer_auth(token)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("the server answers")
+            .text()
+            .await
+            .expect("a body")
+    }
+
     /// POSTs any body to `/graphql`.
     pub async fn post_raw(
         &self,

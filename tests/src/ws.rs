@@ -134,6 +134,11 @@ impl TestApp {
 
 /// Reads the next text message of a raw socket as JSON, within 10 s.
 pub async fn next_json(socket: &mut RawSocket) -> Value {
+    serde_json::from_str(&next_text(socket).await).expect("JSON")
+}
+
+/// Reads the next text message of a raw socket as sent, within 10 s.
+pub async fn next_text(socket: &mut RawSocket) -> String {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await
@@ -141,9 +146,7 @@ pub async fn next_json(socket: &mut RawSocket) -> Value {
             .expect("the socket is open")
             .expect("a frame");
         match frame {
-            tungstenite::Message::Text(text) => {
-                return serde_json::from_str(text.as_str()).expect("JSON");
-            }
+            tungstenite::Message::Text(text) => return text.as_str().to_owned(),
             tungstenite::Message::Close(frame) => panic!("closed: {frame:?}"),
             _ => continue,
         }

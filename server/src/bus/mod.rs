@@ -23,10 +23,15 @@
 /// Fan-out between nodes sharing a PostgreSQL database.
 pub mod postgres;
 
-use std::sync::Arc;
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll, ready},
+};
 
-use async_graphql::futures_util::Stream;
-use tokio::sync::broadcast::{self, error::RecvError};
+use async_graphql::futures_util::{FutureExt, Stream, StreamExt, future::BoxFuture};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use uuid::Uuid;
 
 use crate::store::{
@@ -40,14 +45,38 @@ pub struct BusEvent {
     pub event: Arc<event::Model>,
     /// The device's location when the event was stored, for location filters.
     pub location: Option<String>,
+    /// The event serialised for live subscriptions, once per distinct
+    /// selection (keyed by the plan's id), shared by every subscriber.
+    rendered: Mutex<Vec<(u64, Arc<str>)>>,
+}
+
+impl BusEvent {
+    pub fn new(event: event::Model, location: Option<String>) -> Self {
+        BusEvent {
+            event: Arc::new(event),
+            location,
+            rendered: Mutex::default(),
+        }
+    }
+
+    /// The event serialised by plan `plan`: made by `render` for the first
+    /// subscriber that asks, shared with the others.
+    pub fn rendered(&self, plan: u64, render: impl FnOnce(&event::Model) -> String) -> Arc<str> {
+        // A poisoned lock only means another subscriber panicked while
+        // rendering; the cache itself is still a valid list.
+        let mut cache = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, text)) = cache.iter().find(|(id, _)| *id == plan) {
+            return text.clone();
+        }
+        let text: Arc<str> = render(&self.event).into();
+        cache.push((plan, text.clone()));
+        text
+    }
 }
 
 impl From<StoredEvent> for BusEvent {
     fn from(stored: StoredEvent) -> Self {
-        BusEvent {
-            event: Arc::new(stored.event),
-            location: stored.location,
-        }
+        BusEvent::new(stored.event, stored.location)
     }
 }
 
@@ -219,13 +248,26 @@ pub fn event_matches(scope: Scope, filter: &EventFilter, message: &BusEvent) -> 
 /// What an event stream yields.
 #[derive(Debug, Clone)]
 pub enum LiveEvent {
-    Event(Arc<event::Model>),
+    /// Fresh from the ring: the message every subscriber of this node
+    /// shares, with its cache of serialised forms.
+    Live(Arc<BusEvent>),
+    /// Read back from the store while replaying or catching up.
+    Stored(Arc<event::Model>),
     /// Sent first when the requested `after` is below what retention has
     /// already deleted: events up to `pruned_through` are gone. The stream
     /// goes on with the oldest event still stored.
-    Gap {
-        pruned_through: i64,
-    },
+    Gap { pruned_through: i64 },
+}
+
+impl LiveEvent {
+    /// The event, unless this is the gap signal.
+    pub fn event(&self) -> Option<&Arc<event::Model>> {
+        match self {
+            LiveEvent::Live(message) => Some(&message.event),
+            LiveEvent::Stored(event) => Some(event),
+            LiveEvent::Gap { .. } => None,
+        }
+    }
 }
 
 /// Events read from the store per query while replaying or catching up.
@@ -235,61 +277,168 @@ const CATCH_UP_PAGE: u64 = 1000;
 /// duplicate: first those stored with ids above `after` (if given), then
 /// live ones as they are committed. Without `after`, it starts with the next
 /// event committed. If `after` is below what retention deleted, the first
-/// item is a [`LiveEvent::Gap`].
+/// item is a [`LiveEvent::Gap`]. After an error from the store it ends.
 ///
 /// The ring is joined before the store is read, so nothing committed in
 /// between is missed; ids already yielded are skipped when the ring repeats
 /// them. When this subscriber lags behind the ring, it reads what it missed
 /// from the store by cursor and carries on.
-pub fn event_stream(
+///
+/// Written by hand rather than with `async-stream`: an idle subscriber is
+/// this struct and a waiting ring receiver (a few hundred bytes), where a
+/// generator would keep room for its largest store query in every idle
+/// subscription (~2 KiB measured).
+pub struct EventStream {
     store: Store,
-    bus: Bus,
     scope: Scope,
-    filter: EventFilter,
-    after: Option<i64>,
-) -> impl Stream<Item = Result<LiveEvent, StoreError>> + Send + 'static {
-    async_stream::try_stream! {
-        let mut ring = bus.subscribe_events();
-        if let Some(after) = after {
-            let pruned_through = store.events_pruned_through().await?;
-            if after < pruned_through {
-                yield LiveEvent::Gap { pruned_through };
+    filter: Arc<EventFilter>,
+    ring: BroadcastStream<Arc<BusEvent>>,
+    /// Every event with an id up to `seen` has been yielded or skipped.
+    seen: i64,
+    /// A store read under way: the starting point, or a page.
+    reading: Option<BoxFuture<'static, Result<Read, StoreError>>>,
+    /// The rest of the last page read.
+    page: std::vec::IntoIter<event::Model>,
+    /// Once `page` is yielded, read another page before going live.
+    catching_up: bool,
+    ended: bool,
+}
+
+/// What a store read of [`EventStream`] brings back.
+enum Read {
+    Start {
+        gap: Option<i64>,
+        seen: i64,
+        catch_up: bool,
+    },
+    Page(Vec<event::Model>),
+}
+
+impl EventStream {
+    pub fn new(
+        store: Store,
+        bus: &Bus,
+        scope: Scope,
+        filter: EventFilter,
+        after: Option<i64>,
+    ) -> Self {
+        // Joined first: whatever commits while the store is read below is
+        // in the ring.
+        let ring = BroadcastStream::new(bus.subscribe_events());
+        let start = {
+            let store = store.clone();
+            async move {
+                let mut gap = None;
+                if let Some(after) = after {
+                    let pruned_through = store.events_pruned_through().await?;
+                    if after < pruned_through {
+                        gap = Some(pruned_through);
+                    }
+                }
+                let seen = match after {
+                    Some(after) => after,
+                    None => store.last_event_id().await?,
+                };
+                Ok(Read::Start {
+                    gap,
+                    seen,
+                    catch_up: after.is_some(),
+                })
             }
-        }
-        // Every event with an id up to `seen` has been yielded or skipped.
-        let mut seen = match after {
-            Some(after) => after,
-            None => store.last_event_id().await?,
         };
-        let mut catching_up = after.is_some();
-        loop {
-            if catching_up {
-                let page = store.events_after(scope, &filter, seen, CATCH_UP_PAGE).await?;
-                let complete = (page.len() as u64) < CATCH_UP_PAGE;
-                for event in page {
-                    seen = event.id;
-                    yield LiveEvent::Event(Arc::new(event));
-                }
-                if !complete {
-                    continue;
-                }
-                catching_up = false;
+        EventStream {
+            store,
+            scope,
+            filter: Arc::new(filter),
+            ring,
+            seen: 0,
+            reading: Some(start.boxed()),
+            page: Vec::new().into_iter(),
+            catching_up: false,
+            ended: false,
+        }
+    }
+
+    fn read_page(&mut self) {
+        let (store, filter) = (self.store.clone(), self.filter.clone());
+        let (scope, seen) = (self.scope, self.seen);
+        self.reading = Some(
+            async move {
+                let page = store
+                    .events_after(scope, &filter, seen, CATCH_UP_PAGE)
+                    .await?;
+                Ok(Read::Page(page))
             }
-            match ring.recv().await {
-                Ok(message) => {
-                    if message.event.id <= seen {
+            .boxed(),
+        );
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<LiveEvent, StoreError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            if let Some(event) = this.page.next() {
+                this.seen = event.id;
+                return Poll::Ready(Some(Ok(LiveEvent::Stored(Arc::new(event)))));
+            }
+            if this.catching_up && this.reading.is_none() {
+                this.catching_up = false;
+                this.read_page();
+            }
+            if let Some(reading) = &mut this.reading {
+                let read = ready!(reading.poll_unpin(cx));
+                this.reading = None;
+                match read {
+                    Err(err) => {
+                        this.ended = true;
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                    Ok(Read::Start {
+                        gap,
+                        seen,
+                        catch_up,
+                    }) => {
+                        this.seen = seen;
+                        this.catching_up = catch_up;
+                        if let Some(pruned_through) = gap {
+                            return Poll::Ready(Some(Ok(LiveEvent::Gap { pruned_through })));
+                        }
+                    }
+                    Ok(Read::Page(events)) => {
+                        // A full page: there may be more behind it.
+                        this.catching_up = events.len() as u64 == CATCH_UP_PAGE;
+                        this.page = events.into_iter();
+                    }
+                }
+                continue;
+            }
+            match ready!(this.ring.poll_next_unpin(cx)) {
+                Some(Ok(message)) => {
+                    if message.event.id <= this.seen {
                         continue;
                     }
-                    seen = message.event.id;
-                    if event_matches(scope, &filter, &message) {
-                        yield LiveEvent::Event(message.event.clone());
+                    this.seen = message.event.id;
+                    if event_matches(this.scope, &this.filter, &message) {
+                        return Poll::Ready(Some(Ok(LiveEvent::Live(message))));
                     }
                 }
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::debug!(missed, "an event subscriber lagged; catching up from the store");
-                    catching_up = true;
+                Some(Err(BroadcastStreamRecvError::Lagged(missed))) => {
+                    tracing::debug!(
+                        missed,
+                        "an event subscriber lagged; catching up from the store"
+                    );
+                    this.catching_up = true;
                 }
-                Err(RecvError::Closed) => break,
+                None => {
+                    this.ended = true;
+                    return Poll::Ready(None);
+                }
             }
         }
     }

@@ -215,10 +215,10 @@ async fn pump_events(store: &Store, bus: &Bus, mut head: i64) -> Result<i64, Sto
         if let Some(last) = page.last() {
             head = last.0.id;
         }
-        bus.publish_events(page.into_iter().map(|(event, location)| BusEvent {
-            event: Arc::new(event),
-            location,
-        }));
+        bus.publish_events(
+            page.into_iter()
+                .map(|(event, location)| BusEvent::new(event, location)),
+        );
         if !full {
             return Ok(head);
         }

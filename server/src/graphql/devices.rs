@@ -163,7 +163,7 @@ fn validate_common(
     input::optional_text("type", kind, TYPE_MAX)?;
     input::optional_text("location", location, LOCATION_MAX)?;
     if let Some(attributes) = attributes {
-        input::json_size("attributes", attributes, limits.attributes_bytes)?;
+        input::json("attributes", attributes, limits.attributes_bytes)?;
     }
     Ok(())
 }

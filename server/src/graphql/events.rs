@@ -5,7 +5,10 @@ use std::sync::Arc;
 use async_graphql::{
     Context, ID, InputObject, Object, Subscription,
     connection::Connection,
-    futures_util::{StreamExt, stream::BoxStream},
+    futures_util::{
+        StreamExt,
+        stream::{self, BoxStream},
+    },
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
@@ -15,10 +18,11 @@ use super::{
     devices::Device,
     error::{ApiError, ApiResult, OrNotFound},
     input::{self, CursorKind},
+    live,
     totals::TotalCount,
 };
 use crate::{
-    bus::LiveEvent,
+    bus::{EventStream, LiveEvent},
     config::Limits,
     ingest::IngestError,
     store::{
@@ -131,7 +135,7 @@ impl EventInput {
             self.idempotency_key.as_deref(),
             IDEMPOTENCY_KEY_MAX,
         )?;
-        input::json_size("payload", &self.payload.0, limits.payload_bytes)?;
+        input::json("payload", &self.payload.0, limits.payload_bytes)?;
         Ok(NewEvent {
             device_id: input::uuid_id("device", &self.device_id)?,
             service: self.service,
@@ -284,19 +288,19 @@ impl EventSubscription {
             Some(id) if id.as_str() == "0" => Some(0),
             Some(id) => Some(input::event_id(&id)?),
         };
-        let stream = crate::bus::event_stream(
-            app.store.clone(),
-            app.bus.clone(),
-            caller.scope(),
-            filter,
-            after,
-        );
-        Ok(stream
+        let events = EventStream::new(app.store.clone(), &app.bus, caller.scope(), filter, after);
+        // The WebSocket transport delivers compiled subscriptions itself.
+        if let Some(handoff) = ctx.data_opt::<live::Handoff>() {
+            handoff.give(events);
+            return Ok(stream::empty().boxed());
+        }
+        Ok(events
             .map(|item| match item {
-                Ok(LiveEvent::Event(event)) => Ok(Event(event)),
                 Ok(LiveEvent::Gap { pruned_through }) => {
                     Err(ApiError::EventsPruned { pruned_through })
                 }
+                Ok(LiveEvent::Live(message)) => Ok(Event(message.event.clone())),
+                Ok(LiveEvent::Stored(event)) => Ok(Event(event)),
                 Err(err) => Err(ApiError::from(err)),
             })
             .boxed())

@@ -32,8 +32,10 @@ pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> ApiResult<
     value.map_or(Ok(()), |value| text(field, value, max))
 }
 
-/// A JSON value no larger than `max` bytes once serialised.
-pub fn json_size(field: &str, value: &Json, max: usize) -> ApiResult<()> {
+/// A JSON value no larger than `max` bytes once serialised, and storable
+/// on both backends: PostgreSQL's `jsonb` refuses the character U+0000 in
+/// strings and keys, so it is refused everywhere, before anything is stored.
+pub fn json(field: &str, value: &Json, max: usize) -> ApiResult<()> {
     let size = serde_json::to_vec(value)
         .map_err(|_| ApiError::bad_input(format!("{field} is not valid JSON")))?
         .len();
@@ -42,7 +44,23 @@ pub fn json_size(field: &str, value: &Json, max: usize) -> ApiResult<()> {
             "{field} is {size} bytes; the limit is {max} bytes"
         )));
     }
+    if contains_nul(value) {
+        return Err(ApiError::bad_input(format!(
+            "{field} must not contain the character U+0000 (\\u0000)"
+        )));
+    }
     Ok(())
+}
+
+fn contains_nul(value: &Json) -> bool {
+    match value {
+        Json::String(text) => text.contains('\0'),
+        Json::Array(items) => items.iter().any(contains_nul),
+        Json::Object(map) => map
+            .iter()
+            .any(|(key, value)| key.contains('\0') || contains_nul(value)),
+        Json::Null | Json::Bool(_) | Json::Number(_) => false,
+    }
 }
 
 /// A filter list of at most `max` values.

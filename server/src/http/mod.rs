@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     AppState,
     auth::AuthError,
-    graphql::{FerriteSchema, RequestContext},
+    graphql::{FerriteSchema, RequestContext, live},
 };
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -53,6 +53,8 @@ struct HttpState {
     shutdown: watch::Receiver<bool>,
     /// Held by every open socket; the server waits until all are dropped.
     open_sockets: mpsc::Sender<()>,
+    /// Compiled `events` subscriptions, shared by identical selections.
+    plans: live::Plans,
 }
 
 /// What the router needs to stop WebSocket connections on shutdown: hyper's
@@ -75,6 +77,7 @@ pub fn router(app: AppState, schema: FerriteSchema, sockets: SocketShutdown) -> 
             schema,
             shutdown: sockets.shutdown,
             open_sockets: sockets.open_sockets,
+            plans: live::Plans::default(),
         })
 }
 

@@ -50,7 +50,7 @@ use uuid::Uuid;
 
 use crate::{
     auth,
-    graphql::{RequestContext, SocketLease},
+    graphql::{RequestContext, SocketLease, live},
     store::ConnectorSession,
 };
 
@@ -147,8 +147,19 @@ impl Close {
 
 type Sink = SplitSink<WebSocket, Message>;
 
-/// One operation's results, then `None` when it ends.
-type Results = BoxStream<'static, Option<Response>>;
+/// One operation's results, then [`Output::End`].
+type Results = BoxStream<'static, Output>;
+
+/// What a running operation hands the socket.
+enum Output {
+    /// A result executed by async-graphql.
+    Response(Box<Response>),
+    /// The `payload` of a `next` message, already serialised (a compiled
+    /// `events` subscription, see `graphql::live`).
+    Payload(Arc<str>),
+    /// The operation is over.
+    End,
+}
 
 struct Connection {
     state: HttpState,
@@ -449,15 +460,44 @@ impl Connection {
             return Ok(());
         }
         self.failed.retain(|failed| failed != &id);
-        let results = self
-            .state
-            .schema
-            .execute_stream_with_session_data(request, session)
-            .map(Some)
-            .chain(stream::once(async { None }))
-            .boxed();
+        let results = self.execute(request, session).await;
         operations.insert(id, results);
         Ok(())
+    }
+
+    /// Runs an operation: a compiled `events` subscription, or anything
+    /// through async-graphql.
+    async fn execute(&self, mut request: async_graphql::Request, session: Arc<Data>) -> Results {
+        let end = || stream::once(async { Output::End });
+        let schema = &self.state.schema;
+        let Some(compiled) = live::compile(&mut request, &self.state.plans) else {
+            return schema
+                .execute_stream_with_session_data(request, session)
+                .map(|response| Output::Response(Box::new(response)))
+                .chain(end())
+                .boxed();
+        };
+        // async-graphql parses, validates and runs the resolver, which hands
+        // its event stream over instead of starting it: the run ends at
+        // once, with nothing, or with the errors to send.
+        let handoff = live::Handoff::default();
+        let mut run =
+            schema.execute_stream_with_session_data(request.data(handoff.clone()), session);
+        let first = run.next().await;
+        match handoff.take() {
+            Some(events) => live::LiveEvents::new(events, compiled)
+                .map(|next| match next {
+                    live::Next::Payload(payload) => Output::Payload(payload),
+                    live::Next::Error(response) => Output::Response(response),
+                })
+                .chain(end())
+                .boxed(),
+            None => stream::iter(first)
+                .chain(run)
+                .map(|response| Output::Response(Box::new(response)))
+                .chain(end())
+                .boxed(),
+        }
     }
 
     /// Queues (without flushing) one result of operation `id`, or its
@@ -466,13 +506,14 @@ impl Connection {
         &mut self,
         sink: &mut Sink,
         id: &str,
-        result: Option<Response>,
+        result: Output,
     ) -> Result<(), axum::Error> {
         let legacy = self.protocol == Protocol::Legacy;
+        let kind = if legacy { "data" } else { "next" };
         match result {
             // Errors before execution (the operation does not parse or
             // validate): an `error` message, and no `complete` after it.
-            Some(response) if is_request_error(&response) => {
+            Output::Response(response) if is_request_error(&response) => {
                 self.failed.push(id.to_owned());
                 let errors = serde_json::to_value(&response.errors).unwrap_or_default();
                 let payload = if legacy {
@@ -486,8 +527,7 @@ impl Connection {
                 )
                 .await
             }
-            Some(response) => {
-                let kind = if legacy { "data" } else { "next" };
+            Output::Response(response) => {
                 // Serialised straight to text: the hot path of every live event.
                 let text = serde_json::to_string(&Outgoing {
                     kind,
@@ -497,7 +537,20 @@ impl Connection {
                 .expect("BUG: a GraphQL response serialises");
                 sink.feed(Message::Text(Utf8Bytes::from(text))).await
             }
-            None => {
+            Output::Payload(payload) => {
+                // The same message as above, around a payload serialised
+                // once for every subscriber.
+                let mut text = String::with_capacity(payload.len() + id.len() + 40);
+                text.push_str("{\"type\":\"");
+                text.push_str(kind);
+                text.push_str("\",\"id\":");
+                text.push_str(&serde_json::Value::from(id).to_string());
+                text.push_str(",\"payload\":");
+                text.push_str(&payload);
+                text.push('}');
+                sink.feed(Message::Text(Utf8Bytes::from(text))).await
+            }
+            Output::End => {
                 if let Some(at) = self.failed.iter().position(|f| f == id) {
                     self.failed.swap_remove(at);
                     return Ok(());

@@ -8,6 +8,7 @@ on_both_backends!(
     events_page_newest_first_with_correct_page_info,
     a_garbage_cursor_is_bad_user_input,
     an_oversized_payload_is_refused_and_nothing_is_stored,
+    json_with_a_nul_character_is_refused_on_both_backends,
     the_payload_limit_is_configurable,
     publish_events_is_all_or_nothing,
     events_filter_by_service_location_and_time,
@@ -231,6 +232,54 @@ async fn an_oversized_payload_is_refused_and_nothing_is_stored(backend: Backend)
     assert_eq!(app.event_count(&admin).await, 0);
 
     app.publish(&admin, &device, "edge", just_fits).await;
+    assert_eq!(app.event_count(&admin).await, 1);
+}
+
+/// PostgreSQL's `jsonb` cannot hold U+0000; before the check, PostgreSQL
+/// answered INTERNAL and SQLite stored it. Now both refuse it up front.
+async fn json_with_a_nul_character_is_refused_on_both_backends(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let device = app.register_device(&admin, "nul").await;
+    for payload in [
+        json!("a\u{0}b"),
+        json!({"nested": ["ok", {"deep": "\u{0}"}]}),
+        json!({"key\u{0}": 1}),
+    ] {
+        let refused = app
+            .gql(
+                Some(&admin),
+                "mutation($i: EventInput!) { publishEvent(input: $i) { id } }",
+                json!({"i": {"deviceId": device, "service": "s", "payload": payload}}),
+            )
+            .await;
+        assert_eq!(refused.error_code(), "BAD_USER_INPUT", "{payload}");
+        assert!(
+            refused.error_message().contains("U+0000"),
+            "{}",
+            refused.error_message()
+        );
+    }
+    let attributes = app
+        .gql(
+            Some(&admin),
+            "mutation($i: RegisterDeviceInput!) { registerDevice(input: $i) { id } }",
+            json!({"i": {"externalId": "other", "attributes": {"name": "\u{0}"}}}),
+        )
+        .await;
+    assert_eq!(attributes.error_code(), "BAD_USER_INPUT");
+    let command = app
+        .gql(
+            Some(&admin),
+            "mutation($i: SendCommandInput!) { sendCommand(input: $i) { id } }",
+            json!({"i": {"deviceId": device, "service": "x", "payload": ["\u{0}"]}}),
+        )
+        .await;
+    assert_eq!(command.error_code(), "BAD_USER_INPUT");
+    assert_eq!(app.event_count(&admin).await, 0);
+    assert_eq!(app.device_count(&admin).await, 1);
+    // A backslash followed by `u0000` is just text.
+    app.publish(&admin, &device, "s", json!("\\u0000")).await;
     assert_eq!(app.event_count(&admin).await, 1);
 }
 

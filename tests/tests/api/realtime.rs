@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferrite_e2e::{
     Backend, TestApp, on_both_backends,
-    ws::{Op, close_code, next_json, run_once, send_json},
+    ws::{Op, close_code, next_json, next_text, run_once, send_json},
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -26,6 +26,7 @@ on_both_backends!(
     a_connection_closes_when_its_token_expires_unless_renewed,
     revoking_an_api_key_closes_its_connections,
     resuming_below_retention_gets_the_gap_signal_first,
+    subscriptions_send_events_exactly_as_queries_render_them,
 );
 
 const EVENTS: &str = "subscription($f: EventFilter, $after: ID) { events(filter: $f, after: $after) { id deviceId service payload } }";
@@ -589,6 +590,21 @@ async fn resuming_below_retention_gets_the_gap_signal_first(backend: Backend) {
         "{first}"
     );
     assert_eq!(first["errors"][0]["extensions"]["prunedThrough"], "5");
+    assert_eq!(first["data"], Value::Null);
+    assert_eq!(first["errors"][0]["path"], json!(["events"]));
+    let column = EVENTS.find("events(").unwrap() + 1;
+    assert_eq!(
+        first["errors"][0]["locations"],
+        json!([{"line": 1, "column": column}])
+    );
+    // The same signal from a subscription async-graphql executes (it asks
+    // for the device) as from the compiled one above.
+    let executed = EVENTS.replace("payload }", "payload device { id } }");
+    let mut executed = client
+        .subscribe(Op::new(&executed, json!({"after": "2"})))
+        .await
+        .unwrap();
+    assert_eq!(ferrite_e2e::ws::next_item(&mut executed).await, first);
     let rest = take_events(&mut stream, 3).await;
     let numbers: Vec<i64> = rest
         .iter()
@@ -603,4 +619,167 @@ async fn resuming_below_retention_gets_the_gap_signal_first(backend: Backend) {
     let first = ferrite_e2e::ws::next_item(&mut stream).await;
     assert!(first.get("errors").is_none(), "{first}");
     assert_eq!(first["data"]["events"]["payload"]["n"], 5);
+}
+
+/// Selection sets of `Event` (with the variables they declare) that the
+/// server delivers without executing them per event (scalar fields,
+/// aliases, fragments, `@skip`/`@include`), and one it executes
+/// (`device`).
+const SELECTIONS: &[(&str, &str, &str)] = &[
+    (
+        "",
+        "{ id deviceId service payload occurredAt receivedAt idempotencyKey __typename }",
+        "",
+    ),
+    ("", "{ a: payload b: id t: __typename }", ""),
+    // The same again: a second subscriber sharing the first one's rendering.
+    ("", "{ a: payload b: id t: __typename }", ""),
+    (
+        "$on: Boolean!",
+        "{ ...F id ... on Event { service } ... @include(if: $on) { receivedAt } ... @skip(if: $on) { occurredAt } }",
+        "fragment F on Event { payload id }",
+    ),
+    (
+        "$off: Boolean",
+        "{ id @include(if: $off) service @skip(if: $off) payload id ... { id } }",
+        "",
+    ),
+    // Executed: async-graphql orders fields as they resolve (`device` reads
+    // the store), so only the values are compared.
+    ("", "{ id device { externalId } payload }", ""),
+];
+
+/// The selection of `SELECTIONS` that async-graphql executes.
+const EXECUTED: usize = 5;
+
+/// The event object inside a response text: what follows `"<key>":` after
+/// `"data":{`, up to the closing braces of `data` and the response.
+fn event_object<'a>(text: &'a str, key: &str, closing: &str) -> &'a str {
+    let start = format!("\"data\":{{\"{key}\":");
+    let at = text
+        .find(&start)
+        .unwrap_or_else(|| panic!("no {start} in {text}"));
+    text[at + start.len()..]
+        .strip_suffix(closing)
+        .unwrap_or_else(|| panic!("{text} does not end with {closing}"))
+}
+
+async fn subscriptions_send_events_exactly_as_queries_render_them(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let device = app.register_device(&admin, "odd-payloads").await;
+    let payloads = [
+        json!({
+            "text": "quote \" backslash \\ newline \n tab \t crab \u{1F980} bell \u{7} <script>",
+            "negative zero": -0.0, "big": u64::MAX, "huge": 1.5e300, "tiny": 1e-7, "neg": -42,
+            "list": [1, "x", null, true, {"k": []}],
+            "nested": {"z": 1, "a": {"b": {}}},
+        }),
+        json!("just a string"),
+        json!(42.25),
+        json!([null, false]),
+    ];
+    let publish_all = |round: &'static str| {
+        let (app, admin, device, payloads) = (&app, &admin, &device, payloads.clone());
+        async move {
+            let inputs: Vec<Value> = payloads
+                .iter()
+                .enumerate()
+                .map(|(n, payload)| {
+                    let mut input =
+                        json!({"deviceId": device, "service": "odd", "payload": payload});
+                    if n % 2 == 0 {
+                        input["occurredAt"] = json!("2026-01-02T03:04:05.678+02:00");
+                        input["idempotencyKey"] = json!(format!("{round}-{n}"));
+                    }
+                    input
+                })
+                .collect();
+            let published = app
+                .gql(
+                    Some(admin),
+                    "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { id } }",
+                    json!({"i": inputs}),
+                )
+                .await;
+            assert!(published.body.get("errors").is_none(), "{}", published.body);
+        }
+    };
+    // Stored before anyone subscribes: replayed from the store.
+    publish_all("stored").await;
+
+    let mut socket = app.raw_socket("graphql-transport-ws").await;
+    send_json(
+        &mut socket,
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {admin}")}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    let variables = json!({"on": true, "off": false, "after": "0"});
+    for (n, (declared, selection, fragments)) in SELECTIONS.iter().enumerate() {
+        let declared = if declared.is_empty() {
+            "$after: ID".to_owned()
+        } else {
+            format!("$after: ID, {declared}")
+        };
+        let query = format!(
+            "subscription({declared}) {{ ev: events(after: $after) {selection} }} {fragments}"
+        );
+        send_json(
+            &mut socket,
+            json!({"type": "subscribe", "id": format!("s{n}"),
+                   "payload": {"query": query, "variables": variables}}),
+        )
+        .await;
+    }
+    // Each subscription replays the stored events, then gets the ones
+    // published now live.
+    let mut received = Vec::new();
+    let per_round = SELECTIONS.len() * payloads.len();
+    while received.len() < per_round {
+        received.push(next_text(&mut socket).await);
+    }
+    publish_all("live").await;
+    while received.len() < 2 * per_round {
+        received.push(next_text(&mut socket).await);
+    }
+
+    for text in &received {
+        let message: Value = serde_json::from_str(text).expect("JSON");
+        assert_eq!(message["type"], "next", "{text}");
+        let n: usize = message["id"].as_str().unwrap()[1..].parse().unwrap();
+        let event = &message["payload"]["data"]["ev"];
+        let id = event
+            .get("id")
+            .or_else(|| event.get("b"))
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("every selection asks for the id: {text}"));
+        let (declared, selection, fragments) = SELECTIONS[n];
+        let declared = if declared.is_empty() {
+            "$id: ID!".to_owned()
+        } else {
+            format!("$id: ID!, {declared}")
+        };
+        let query = format!("query({declared}) {{ event(id: $id) {selection} }} {fragments}");
+        let mut query_variables = json!({"id": id});
+        if declared.contains("$on") {
+            query_variables["on"] = variables["on"].clone();
+        }
+        if declared.contains("$off") {
+            query_variables["off"] = variables["off"].clone();
+        }
+        let expected = app.gql_text(&admin, &query, query_variables).await;
+        let (sent, rendered) = (
+            event_object(text, "ev", "}}}"),
+            event_object(&expected, "event", "}}"),
+        );
+        let context =
+            format!("selection {n} `{selection}`: subscription {text} vs query {expected}");
+        if n == EXECUTED {
+            let parse = |text| serde_json::from_str::<Value>(text).expect("JSON");
+            assert_eq!(parse(sent), parse(rendered), "{context}");
+        } else {
+            assert_eq!(sent, rendered, "{context}");
+        }
+    }
 }
