@@ -88,6 +88,31 @@ struct Args {
     /// Measure the ferrite-connector library (outbox → server) instead.
     #[arg(long)]
     connector: bool,
+    /// Also print the latency per window of this many milliseconds (by
+    /// send time): where in the run the slow events were.
+    #[arg(long)]
+    timeline_ms: Option<u64>,
+}
+
+/// Latency per window of `window_us` by send time: events, p99 and max.
+fn print_timeline(timed: &[(u64, u32)], window_us: u64) {
+    let mut windows: std::collections::BTreeMap<u64, Vec<u32>> = Default::default();
+    for (sent, latency) in timed {
+        windows.entry(sent / window_us).or_default().push(*latency);
+    }
+    println!("window start (s)   events   p99 (ms)   max (ms)");
+    for (window, mut latencies) in windows {
+        latencies.sort_unstable();
+        let p99 = latencies[(latencies.len() - 1) * 99 / 100] as f64 / 1000.0;
+        let max = *latencies.last().unwrap_or(&0) as f64 / 1000.0;
+        println!(
+            "{:>16.2} {:>8} {:>10.2} {:>10.2}",
+            (window * window_us) as f64 / 1e6,
+            latencies.len(),
+            p99,
+            max
+        );
+    }
 }
 
 type Socket =
@@ -146,7 +171,8 @@ async fn main() -> anyhow::Result<()> {
 
     // Subscribers first, so they see every event.
     let received = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::<u32>::with_capacity(
+    // (sent at, µs since the start; latency, µs)
+    let latencies = Arc::new(Mutex::new(Vec::<(u64, u32)>::with_capacity(
         (total as usize) * args.subscribers,
     )));
     let mut subscribers = Vec::new();
@@ -167,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
                 let message: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
                 if let Some(sent) = message["payload"]["data"]["events"]["payload"]["t"].as_u64() {
                     let now = clock.elapsed().as_micros() as u64;
-                    mine.push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                    mine.push((sent, now.saturating_sub(sent).min(u32::MAX as u64) as u32));
                     received.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -181,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
     let next_batch = Arc::new(AtomicU64::new(0));
     let batches = total.div_ceil(args.batch as u64);
     let failed = Arc::new(AtomicBool::new(false));
+    let cpu_before = cpu_ticks();
     let started = Instant::now();
     let mut gateways = Vec::new();
     for g in 0..args.gateways {
@@ -253,6 +280,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let deliver_elapsed = started.elapsed();
+    let cpu_after = cpu_ticks();
     for subscriber in subscribers {
         // Each hands its latencies over once it has every event.
         if tokio::time::timeout(Duration::from_secs(5), subscriber)
@@ -284,7 +312,8 @@ async fn main() -> anyhow::Result<()> {
         deliver_elapsed.as_secs_f64(),
         delivered as f64 / deliver_elapsed.as_secs_f64()
     );
-    let mut latencies = std::mem::take(&mut *latencies.lock().await);
+    let timed = std::mem::take(&mut *latencies.lock().await);
+    let mut latencies: Vec<u32> = timed.iter().map(|(_, latency)| *latency).collect();
     latencies.sort_unstable();
     if !latencies.is_empty() {
         let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
@@ -295,6 +324,10 @@ async fn main() -> anyhow::Result<()> {
             at(0.999),
             at(1.0)
         );
+    }
+    print_cpu(cpu_before, cpu_after);
+    if let Some(window) = args.timeline_ms {
+        print_timeline(&timed, window.max(1) * 1000);
     }
     let loaded_rss = rss("server RSS, after the load");
 
@@ -330,6 +363,38 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The server's resident set size, from /proc.
+/// The machine's CPU time so far, from `/proc/stat`: (busy, steal, total)
+/// in clock ticks. Steal is time the hypervisor gave to other machines
+/// while this one wanted to run: on a shared VM it explains most outliers.
+fn cpu_ticks() -> Option<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = fields[..] else {
+        return None;
+    };
+    let busy = user + nice + system + irq + softirq;
+    Some((busy, steal, busy + idle + iowait + steal))
+}
+
+/// Prints how busy the machine was between two `cpu_ticks` readings.
+fn print_cpu(before: Option<(u64, u64, u64)>, after: Option<(u64, u64, u64)>) {
+    if let (Some((b0, s0, t0)), Some((b1, s1, t1))) = (before, after) {
+        let total = (t1 - t0).max(1) as f64;
+        println!(
+            "machine CPU during the load        busy {:.0}%   stolen by the hypervisor {:.0}%",
+            (b1 - b0) as f64 * 100.0 / total,
+            (s1 - s0) as f64 * 100.0 / total
+        );
+    }
+}
+
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
