@@ -9,7 +9,8 @@
 //! - [`Migrator`] lists the migrations in order; `ferrite serve` runs pending
 //!   ones at start, `ferrite migrate` runs them alone.
 //! - one module per change, in order: users, refresh tokens, API keys,
-//!   devices, events, commands, device sessions, nodes, settings.
+//!   devices, events, commands, device sessions, nodes, settings, device
+//!   tombstones.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -31,6 +32,8 @@ mod m20261122_000007_add_device_sessions;
 mod m20261122_000008_create_nodes;
 /// `settings`: facts the server keeps about itself (what retention pruned).
 mod m20261122_000009_create_settings;
+/// `device_tombstones`: deleted devices, for subscribers that fell behind.
+mod m20261122_000010_create_device_tombstones;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -47,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000007_add_device_sessions::Migration),
             Box::new(m20261122_000008_create_nodes::Migration),
             Box::new(m20261122_000009_create_settings::Migration),
+            Box::new(m20261122_000010_create_device_tombstones::Migration),
         ]
     }
 }

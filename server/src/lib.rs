@@ -274,10 +274,16 @@ impl Server {
     }
 }
 
+/// How long deleted devices are remembered for `deviceChanged` subscribers
+/// that fell behind, and how often older ones are forgotten.
+const TOMBSTONE_AGE: chrono::Duration = chrono::Duration::days(1);
+const TOMBSTONE_SWEEP_SECONDS: u64 = 600;
+
 /// Housekeeping, every second: marks commands EXPIRED once their deadline
 /// passes and checkpoints the SQLite write-ahead log; every
 /// `retention.check_seconds`, deletes events older than
-/// `retention.max_age_seconds` (if set).
+/// `retention.max_age_seconds` (if set); every ten minutes, forgets device
+/// deletions older than a day.
 fn spawn_housekeeping(
     store: Store,
     bus: Bus,
@@ -306,6 +312,12 @@ fn spawn_housekeeping(
                         tracing::warn!(error = %err, "WAL checkpoint failed");
                     }
                     seconds += 1;
+                    if seconds % TOMBSTONE_SWEEP_SECONDS == 0 {
+                        let cutoff = store::now() - TOMBSTONE_AGE;
+                        if let Err(err) = store.prune_device_tombstones(cutoff).await {
+                            tracing::warn!(error = %err, "forgetting old device deletions failed");
+                        }
+                    }
                     if retention.max_age_seconds > 0 && seconds % retention.check_seconds == 0 {
                         prune(&store, retention.max_age_seconds).await;
                     }

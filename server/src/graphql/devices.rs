@@ -336,7 +336,9 @@ impl DeviceSubscription {
     /// Changes of devices matching the filter, live: REGISTERED, UPDATED,
     /// STATUS (ONLINE, OFFLINE, DISCONNECTED) and DELETED. A subscriber that
     /// falls behind receives the current state of every matching device (as
-    /// UPDATED) and carries on.
+    /// UPDATED), then every matching device deleted since it was last in
+    /// step (as DELETED; deletions are remembered for a day, and one may
+    /// arrive twice), and carries on.
     async fn device_changed(
         &self,
         ctx: &Context<'_>,
@@ -349,6 +351,10 @@ impl DeviceSubscription {
     }
 }
 
+/// How far back, before the moment a subscriber was last in step, a resync
+/// looks for deletions: covers the clocks of several nodes disagreeing.
+const DELETION_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
+
 /// The live device changes a subscriber with `scope` and `filter` sees.
 fn device_changes(
     store: Store,
@@ -358,14 +364,19 @@ fn device_changes(
 ) -> impl async_graphql::futures_util::Stream<Item = ApiResult<DeviceChange>> + Send + 'static {
     async_stream::try_stream! {
         let mut ring = bus.subscribe_devices();
+        // Every change committed before this moment has been delivered
+        // (give or take `DELETION_MARGIN`).
+        let mut in_step_at = store::now();
         loop {
             match ring.recv().await {
                 Ok(change) => {
+                    in_step_at = store::now();
                     if fanout::device_matches(scope, &filter, &change.device) {
                         yield DeviceChange { kind: change.kind, device: change.device.clone() };
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
+                    let resync_at = store::now();
                     let mut after = None;
                     loop {
                         let page = store
@@ -379,9 +390,120 @@ fn device_changes(
                             break;
                         }
                     }
+                    let mut after = 0;
+                    loop {
+                        let page = store
+                            .deleted_devices_since(scope, in_step_at - DELETION_MARGIN, after, 500)
+                            .await?;
+                        let full = page.len() == 500;
+                        for (id, device) in page {
+                            after = id;
+                            if fanout::device_matches(scope, &filter, &device) {
+                                yield DeviceChange { kind: DeviceChangeKind::Deleted, device: Arc::new(device) };
+                            }
+                        }
+                        if !full {
+                            break;
+                        }
+                    }
+                    in_step_at = resync_at;
                 }
                 Err(RecvError::Closed) => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::futures_util::{FutureExt, StreamExt};
+
+    use super::*;
+    use crate::store::{DeviceRegistration, StoreOptions, entity::Role};
+
+    async fn register(store: &Store, owner: uuid::Uuid, external_id: &str) -> device::Model {
+        let registration = DeviceRegistration {
+            external_id: external_id.to_owned(),
+            name: None,
+            r#type: None,
+            location: None,
+            attributes: None,
+            session: None,
+        };
+        store.register_device(owner, registration).await.unwrap().0
+    }
+
+    /// A subscriber whose ring overflowed gets the devices that remain as
+    /// UPDATED and the ones deleted meanwhile as DELETED (real SQLite).
+    #[tokio::test]
+    async fn a_lagging_subscriber_is_told_about_deletions_it_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&Store::sqlite_url(dir.path()), &StoreOptions::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let owner = store
+            .create_user("owner", "x".into(), Role::Member)
+            .await
+            .unwrap()
+            .id;
+        let other = store
+            .create_user("other", "x".into(), Role::Member)
+            .await
+            .unwrap()
+            .id;
+        let kept = register(&store, owner, "kept").await;
+        let doomed = register(&store, owner, "doomed").await;
+        let foreign = register(&store, other, "foreign").await;
+        let bus = fanout::Bus::new(2);
+        let mut changes = Box::pin(device_changes(
+            store.clone(),
+            bus.clone(),
+            Scope::Owner(owner),
+            store::DeviceFilter::default(),
+        ));
+        // The first poll joins the ring.
+        assert!(changes.next().now_or_never().is_none());
+
+        store
+            .delete_device(doomed.id, Scope::Owner(owner))
+            .await
+            .unwrap();
+        store
+            .delete_device(foreign.id, Scope::Owner(other))
+            .await
+            .unwrap();
+        // Five changes into a ring of two: the subscriber lags.
+        for _ in 0..5 {
+            bus.publish_device(DeviceChangeKind::Updated, kept.clone());
+        }
+
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let change = changes.next().await.unwrap().unwrap();
+            seen.push((change.kind, change.device.external_id.clone()));
+        }
+        assert_eq!(
+            seen,
+            [
+                (DeviceChangeKind::Updated, "kept".to_owned()),
+                (DeviceChangeKind::Deleted, "doomed".to_owned()),
+            ]
+        );
+        // Then live again: the ring's newest messages, nothing of `other`'s.
+        let next = changes.next().await.unwrap().unwrap();
+        assert_eq!(
+            (next.kind, next.device.id),
+            (DeviceChangeKind::Updated, kept.id)
+        );
+
+        // Tombstones are forgotten after their time.
+        assert_eq!(
+            store
+                .prune_device_tombstones(store::now() + chrono::Duration::seconds(1))
+                .await
+                .unwrap(),
+            2
+        );
     }
 }
