@@ -330,14 +330,8 @@ impl TestApp {
     /// POSTs a GraphQL request and returns the response body as sent.
     pub async fn gql_text(&self, token: &str, query: &str, variables: Value) -> String {
         let body = json!({ "query": query, "variables": variables });
-        self.client
-            .post(self.url("/graphql"))
-            .header("content-type", "application/json")
-            .bearer_auth(token)
-            .body(body.to_string())
-            .send()
+        self.send_raw(Some(token), "application/json", body.to_string())
             .await
-            .expect("the server answers")
             .text()
             .await
             .expect("a body")
@@ -350,6 +344,15 @@ impl TestApp {
         content_type: &str,
         body: String,
     ) -> GqlResponse {
+        Self::read(self.send_raw(token, content_type, body).await).await
+    }
+
+    async fn send_raw(
+        &self,
+        token: Option<&str>,
+        content_type: &str,
+        body: String,
+    ) -> reqwest::Response {
         let mut request = self
             .client
             .post(self.url("/graphql"))
@@ -358,7 +361,7 @@ impl TestApp {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        Self::read(request.send().await.expect("the server answers")).await
+        request.send().await.expect("the server answers")
     }
 
     pub async fn read(response: reqwest::Response) -> GqlResponse {

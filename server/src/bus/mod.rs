@@ -259,17 +259,6 @@ pub enum LiveEvent {
     Gap { pruned_through: i64 },
 }
 
-impl LiveEvent {
-    /// The event, unless this is the gap signal.
-    pub fn event(&self) -> Option<&Arc<event::Model>> {
-        match self {
-            LiveEvent::Live(message) => Some(&message.event),
-            LiveEvent::Stored(event) => Some(event),
-            LiveEvent::Gap { .. } => None,
-        }
-    }
-}
-
 /// Events read from the store per query while replaying or catching up.
 const CATCH_UP_PAGE: u64 = 1000;
 

@@ -351,6 +351,9 @@ impl DeviceSubscription {
     }
 }
 
+/// Rows read per query while a lagging subscriber resyncs.
+const RESYNC_PAGE: u64 = 500;
+
 /// How far back, before the moment a subscriber was last in step, a resync
 /// looks for deletions: covers the clocks of several nodes disagreeing.
 const DELETION_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
@@ -380,7 +383,7 @@ fn device_changes(
                     let mut after = None;
                     loop {
                         let page = store
-                            .list_devices(scope, &filter, store::PageArgs { first: Some(500), after, last: None, before: None }, 500)
+                            .list_devices(scope, &filter, store::PageArgs { first: Some(RESYNC_PAGE), after, last: None, before: None }, RESYNC_PAGE)
                             .await?;
                         after = page.items.last().map(|d| d.id);
                         for device in page.items {
@@ -393,9 +396,9 @@ fn device_changes(
                     let mut after = 0;
                     loop {
                         let page = store
-                            .deleted_devices_since(scope, in_step_at - DELETION_MARGIN, after, 500)
+                            .deleted_devices_since(scope, in_step_at - DELETION_MARGIN, after, RESYNC_PAGE)
                             .await?;
-                        let full = page.len() == 500;
+                        let full = page.len() as u64 == RESYNC_PAGE;
                         for (id, device) in page {
                             after = id;
                             if fanout::device_matches(scope, &filter, &device) {

@@ -355,7 +355,7 @@ fn skipped(directives: &[Positioned<Directive>], variables: &Variables) -> Optio
 pub enum Next {
     /// The `payload` of a `next` message, serialised.
     Payload(Arc<str>),
-    /// An error, as async-graphql would have sent it; the stream ends after.
+    /// An error, as async-graphql would have sent it.
     Error(Box<Response>),
 }
 
@@ -364,16 +364,11 @@ pub enum Next {
 pub struct LiveEvents {
     events: EventStream,
     compiled: Compiled,
-    ended: bool,
 }
 
 impl LiveEvents {
     pub fn new(events: EventStream, compiled: Compiled) -> Self {
-        LiveEvents {
-            events,
-            compiled,
-            ended: false,
-        }
+        LiveEvents { events, compiled }
     }
 
     fn error(&self, error: ApiError) -> Box<Response> {
@@ -391,9 +386,6 @@ impl Stream for LiveEvents {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Next>> {
         let this = self.get_mut();
-        if this.ended {
-            return Poll::Ready(None);
-        }
         let plan = &this.compiled.plan;
         let next = match ready!(this.events.poll_next_unpin(cx)) {
             None => return Poll::Ready(None),
@@ -404,10 +396,8 @@ impl Stream for LiveEvents {
             Some(Ok(LiveEvent::Gap { pruned_through })) => {
                 Next::Error(this.error(ApiError::EventsPruned { pruned_through }))
             }
-            Some(Err(err)) => {
-                this.ended = true;
-                Next::Error(this.error(ApiError::from(err)))
-            }
+            // The event stream ends after an error.
+            Some(Err(err)) => Next::Error(this.error(ApiError::from(err))),
         };
         Poll::Ready(Some(next))
     }

@@ -154,9 +154,9 @@ type Results = BoxStream<'static, Output>;
 enum Output {
     /// A result executed by async-graphql.
     Response(Box<Response>),
-    /// The `payload` of a `next` message, already serialised (a compiled
-    /// `events` subscription, see `graphql::live`).
-    Payload(Arc<str>),
+    /// A whole `next` message, already serialised (a compiled `events`
+    /// subscription, see `graphql::live`).
+    Message(String),
     /// The operation is over.
     End,
 }
@@ -460,14 +460,19 @@ impl Connection {
             return Ok(());
         }
         self.failed.retain(|failed| failed != &id);
-        let results = self.execute(request, session).await;
+        let results = self.execute(&id, request, session).await;
         operations.insert(id, results);
         Ok(())
     }
 
     /// Runs an operation: a compiled `events` subscription, or anything
     /// through async-graphql.
-    async fn execute(&self, mut request: async_graphql::Request, session: Arc<Data>) -> Results {
+    async fn execute(
+        &self,
+        id: &str,
+        mut request: async_graphql::Request,
+        session: Arc<Data>,
+    ) -> Results {
         let end = || stream::once(async { Output::End });
         let schema = &self.state.schema;
         let Some(compiled) = live::compile(&mut request, &self.state.plans) else {
@@ -485,18 +490,43 @@ impl Connection {
             schema.execute_stream_with_session_data(request.data(handoff.clone()), session);
         let first = run.next().await;
         match handoff.take() {
-            Some(events) => live::LiveEvents::new(events, compiled)
-                .map(|next| match next {
-                    live::Next::Payload(payload) => Output::Payload(payload),
-                    live::Next::Error(response) => Output::Response(response),
-                })
-                .chain(end())
-                .boxed(),
+            Some(events) => {
+                // What goes before the payload, the same for every event of
+                // this operation: `{"type":"next","id":"…","payload":`.
+                let head = format!(
+                    r#"{{"type":"{}","id":{},"payload":"#,
+                    self.next_kind(),
+                    serde_json::Value::from(id)
+                );
+                live::LiveEvents::new(events, compiled)
+                    .map(move |next| match next {
+                        live::Next::Payload(payload) => {
+                            let mut text = String::with_capacity(head.len() + payload.len() + 1);
+                            text.push_str(&head);
+                            text.push_str(&payload);
+                            text.push('}');
+                            Output::Message(text)
+                        }
+                        live::Next::Error(response) => Output::Response(response),
+                    })
+                    .chain(end())
+                    .boxed()
+            }
+            .chain(end())
+            .boxed(),
             None => stream::iter(first)
                 .chain(run)
                 .map(|response| Output::Response(Box::new(response)))
                 .chain(end())
                 .boxed(),
+        }
+    }
+
+    /// The type of a message carrying a result.
+    fn next_kind(&self) -> &'static str {
+        match self.protocol {
+            Protocol::TransportWs => "next",
+            Protocol::Legacy => "data",
         }
     }
 
@@ -509,7 +539,6 @@ impl Connection {
         result: Output,
     ) -> Result<(), axum::Error> {
         let legacy = self.protocol == Protocol::Legacy;
-        let kind = if legacy { "data" } else { "next" };
         match result {
             // Errors before execution (the operation does not parse or
             // validate): an `error` message, and no `complete` after it.
@@ -530,26 +559,14 @@ impl Connection {
             Output::Response(response) => {
                 // Serialised straight to text: the hot path of every live event.
                 let text = serde_json::to_string(&Outgoing {
-                    kind,
+                    kind: self.next_kind(),
                     id,
                     payload: &response,
                 })
                 .expect("BUG: a GraphQL response serialises");
                 sink.feed(Message::Text(Utf8Bytes::from(text))).await
             }
-            Output::Payload(payload) => {
-                // The same message as above, around a payload serialised
-                // once for every subscriber.
-                let mut text = String::with_capacity(payload.len() + id.len() + 40);
-                text.push_str("{\"type\":\"");
-                text.push_str(kind);
-                text.push_str("\",\"id\":");
-                text.push_str(&serde_json::Value::from(id).to_string());
-                text.push_str(",\"payload\":");
-                text.push_str(&payload);
-                text.push('}');
-                sink.feed(Message::Text(Utf8Bytes::from(text))).await
-            }
+            Output::Message(text) => sink.feed(Message::Text(Utf8Bytes::from(text))).await,
             Output::End => {
                 if let Some(at) = self.failed.iter().position(|f| f == id) {
                     self.failed.swap_remove(at);

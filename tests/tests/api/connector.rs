@@ -24,6 +24,31 @@ on_both_backends!(
 
 /// Options for a gateway of `app` with a fresh outbox in `dir`, and quick
 /// reconnects so tests do not wait long.
+/// A gateway as most tests start one: the admin's token, a WRITE key, and a
+/// connector `gw` with its outbox in a fresh directory (kept while the
+/// struct lives).
+struct Gateway {
+    token: String,
+    key: String,
+    dir: tempfile::TempDir,
+    connector: Connector,
+}
+
+async fn gateway(app: &TestApp) -> Gateway {
+    let token = app.admin_token().await;
+    let key = app.create_api_key(&token, "WRITE").await;
+    let dir = tempfile::tempdir().unwrap();
+    let connector = Connector::start(options(app, &key, "gw", &dir))
+        .await
+        .unwrap();
+    Gateway {
+        token,
+        key,
+        dir,
+        connector,
+    }
+}
+
 fn options(
     app: &TestApp,
     key: &str,
@@ -244,12 +269,12 @@ async fn the_device_lifecycle_reaches_the_platform(backend: Backend) {
 
 async fn events_are_acknowledged_once_committed(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let token = app.admin_token().await;
-    let key = app.create_api_key(&token, "WRITE").await;
-    let dir = tempfile::tempdir().unwrap();
-    let connector = Connector::start(options(&app, &key, "gw", &dir))
-        .await
-        .unwrap();
+    let Gateway {
+        token,
+        key: _,
+        dir: _outbox,
+        connector,
+    } = gateway(&app).await;
     let thermo = connector.register(DeviceSpec::new("thermo")).await.unwrap();
 
     let ack = connector
@@ -314,12 +339,12 @@ async fn events_are_acknowledged_once_committed(backend: Backend) {
 
 async fn commands_are_received_and_answered(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let token = app.admin_token().await;
-    let key = app.create_api_key(&token, "WRITE").await;
-    let dir = tempfile::tempdir().unwrap();
-    let connector = Connector::start(options(&app, &key, "gw", &dir))
-        .await
-        .unwrap();
+    let Gateway {
+        token,
+        key: _,
+        dir: _outbox,
+        connector,
+    } = gateway(&app).await;
     let relay = connector.register(DeviceSpec::new("relay")).await.unwrap();
     let mut commands = connector.commands().await.unwrap();
     assert_eq!(
@@ -369,12 +394,12 @@ async fn commands_are_received_and_answered(backend: Backend) {
 /// event it accepted is stored exactly once, in order.
 async fn a_restarted_server_gets_every_accepted_event_exactly_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let token = app.admin_token().await;
-    let key = app.create_api_key(&token, "WRITE").await;
-    let dir = tempfile::tempdir().unwrap();
-    let connector = Connector::start(options(&app, &key, "gw", &dir))
-        .await
-        .unwrap();
+    let Gateway {
+        token,
+        key: _,
+        dir: _outbox,
+        connector,
+    } = gateway(&app).await;
     connector.register(DeviceSpec::new("meter")).await.unwrap();
 
     let publisher = {
@@ -669,12 +694,12 @@ async fn subscribed_events_survive_a_slow_reader_and_a_reconnect() {
 async fn an_event_the_server_refuses_is_dropped_and_the_rest_flows() {
     let app =
         TestApp::spawn_with(Backend::Sqlite, |config| config.limits.payload_bytes = 1024).await;
-    let token = app.admin_token().await;
-    let key = app.create_api_key(&token, "WRITE").await;
-    let dir = tempfile::tempdir().unwrap();
-    let connector = Connector::start(options(&app, &key, "gw", &dir))
-        .await
-        .unwrap();
+    let Gateway {
+        token,
+        key: _,
+        dir: _outbox,
+        connector,
+    } = gateway(&app).await;
     connector.register(DeviceSpec::new("cam")).await.unwrap();
 
     let big = json!({"image": "x".repeat(2000)});
@@ -715,12 +740,12 @@ async fn next_command(commands: &mut ferrite_connector::Commands) -> ferrite_con
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_reach_a_gateway_after_it_or_the_server_restarts() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let token = app.admin_token().await;
-    let key = app.create_api_key(&token, "WRITE").await;
-    let dir = tempfile::tempdir().unwrap();
-    let connector = Connector::start(options(&app, &key, "gw", &dir))
-        .await
-        .unwrap();
+    let Gateway {
+        token,
+        key,
+        dir,
+        connector,
+    } = gateway(&app).await;
     let relay = connector.register(DeviceSpec::new("relay")).await.unwrap();
     connector.shutdown().await.unwrap();
 
