@@ -39,15 +39,35 @@ use crate::store::{
     entity::{command, device, event},
 };
 
+/// A message's serialised forms for live subscriptions: one per distinct
+/// selection (keyed by the id of the plan that renders it), made by the
+/// first subscriber that asks and shared with the others.
+#[derive(Debug, Default)]
+pub struct Renderings(Mutex<Vec<(u64, Arc<str>)>>);
+
+impl Renderings {
+    /// The message as plan `plan` renders it: `render` runs for the first
+    /// subscriber that asks; the others get its text.
+    pub fn get_or_render(&self, plan: u64, render: impl FnOnce() -> String) -> Arc<str> {
+        // A poisoned lock only means another subscriber panicked while
+        // rendering; the cache itself is still a valid list.
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, text)) = cache.iter().find(|(id, _)| *id == plan) {
+            return text.clone();
+        }
+        let text: Arc<str> = render().into();
+        cache.push((plan, text.clone()));
+        text
+    }
+}
+
 /// An event as subscribers see it.
 #[derive(Debug)]
 pub struct BusEvent {
     pub event: Arc<event::Model>,
     /// The device's location when the event was stored, for location filters.
     pub location: Option<String>,
-    /// The event serialised for live subscriptions, once per distinct
-    /// selection (keyed by the plan's id), shared by every subscriber.
-    rendered: Mutex<Vec<(u64, Arc<str>)>>,
+    pub renderings: Renderings,
 }
 
 impl BusEvent {
@@ -55,22 +75,8 @@ impl BusEvent {
         BusEvent {
             event: Arc::new(event),
             location,
-            rendered: Mutex::default(),
+            renderings: Renderings::default(),
         }
-    }
-
-    /// The event serialised by plan `plan`: made by `render` for the first
-    /// subscriber that asks, shared with the others.
-    pub fn rendered(&self, plan: u64, render: impl FnOnce(&event::Model) -> String) -> Arc<str> {
-        // A poisoned lock only means another subscriber panicked while
-        // rendering; the cache itself is still a valid list.
-        let mut cache = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, text)) = cache.iter().find(|(id, _)| *id == plan) {
-            return text.clone();
-        }
-        let text: Arc<str> = render(&self.event).into();
-        cache.push((plan, text.clone()));
-        text
     }
 }
 
@@ -100,7 +106,34 @@ pub enum DeviceChangeKind {
 #[derive(Debug)]
 pub struct DeviceChange {
     pub kind: DeviceChangeKind,
-    pub device: Arc<device::Model>,
+    pub device: device::Model,
+    pub renderings: Renderings,
+}
+
+impl DeviceChange {
+    pub fn new(kind: DeviceChangeKind, device: device::Model) -> Self {
+        DeviceChange {
+            kind,
+            device,
+            renderings: Renderings::default(),
+        }
+    }
+}
+
+/// A committed command, new or in a new state.
+#[derive(Debug)]
+pub struct BusCommand {
+    pub command: command::Model,
+    pub renderings: Renderings,
+}
+
+impl BusCommand {
+    pub fn new(command: command::Model) -> Self {
+        BusCommand {
+            command,
+            renderings: Renderings::default(),
+        }
+    }
 }
 
 /// Handle on the bus. Cheap to clone.
@@ -108,7 +141,7 @@ pub struct DeviceChange {
 pub struct Bus {
     events: broadcast::Sender<Arc<BusEvent>>,
     devices: broadcast::Sender<Arc<DeviceChange>>,
-    commands: broadcast::Sender<Arc<command::Model>>,
+    commands: broadcast::Sender<Arc<BusCommand>>,
     /// Ids of revoked API keys: connections opened with them close.
     revocations: broadcast::Sender<Uuid>,
     /// Set on PostgreSQL: changes are also told to the other nodes, and
@@ -148,10 +181,7 @@ impl Bus {
     }
 
     fn publish_device_here(&self, kind: DeviceChangeKind, device: device::Model) {
-        let _ = self.devices.send(Arc::new(DeviceChange {
-            kind,
-            device: Arc::new(device),
-        }));
+        let _ = self.devices.send(Arc::new(DeviceChange::new(kind, device)));
     }
 
     /// A receiver of every device change from now on.
@@ -169,7 +199,7 @@ impl Bus {
     }
 
     fn publish_command_here(&self, command: command::Model) {
-        let _ = self.commands.send(Arc::new(command));
+        let _ = self.commands.send(Arc::new(BusCommand::new(command)));
     }
 
     /// An API key was revoked, here and on the other nodes.
@@ -190,7 +220,7 @@ impl Bus {
     }
 
     /// A receiver of every command change from now on.
-    pub fn subscribe_commands(&self) -> broadcast::Receiver<Arc<command::Model>> {
+    pub fn subscribe_commands(&self) -> broadcast::Receiver<Arc<BusCommand>> {
         self.commands.subscribe()
     }
 

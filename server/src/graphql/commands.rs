@@ -22,7 +22,7 @@ use super::{
     totals::TotalCount,
 };
 use crate::{
-    bus::Bus,
+    bus::{Bus, BusCommand},
     config::Limits,
     store::{
         self, ConnectorSession, NewCommand, Scope, Store, StoreError,
@@ -36,8 +36,8 @@ const SERVICE_MAX: usize = 128;
 pub struct Command(pub command::Model);
 
 impl Command {
-    fn shared(model: Arc<command::Model>) -> Self {
-        Command(Arc::unwrap_or_clone(model))
+    fn shared(message: Arc<BusCommand>) -> Self {
+        Command(message.command.clone())
     }
 }
 
@@ -301,7 +301,7 @@ const REMEMBERED_DELIVERIES: usize = 4096;
 
 /// What woke a delivery stream up.
 enum Wake {
-    Command(Result<Arc<command::Model>, RecvError>),
+    Command(Result<Arc<BusCommand>, RecvError>),
     /// Whether the changed device is now bound to this session.
     Device(Result<bool, RecvError>),
 }
@@ -312,7 +312,7 @@ fn command_delivery(
     bus: Bus,
     scope: Scope,
     session: ConnectorSession,
-) -> impl Stream<Item = Result<Arc<command::Model>, StoreError>> + Send + 'static {
+) -> impl Stream<Item = Result<Arc<BusCommand>, StoreError>> + Send + 'static {
     async_stream::try_stream! {
         let mut commands = bus.subscribe_commands();
         let mut devices = bus.subscribe_devices();
@@ -327,7 +327,7 @@ fn command_delivery(
                 for command in store.open_commands_for_session(session.id).await? {
                     if delivered.insert(command.id) {
                         order.push_back(command.id);
-                        yield hand_over(&store, &bus, Arc::new(command)).await?;
+                        yield hand_over(&store, &bus, Arc::new(BusCommand::new(command))).await?;
                     }
                 }
             }
@@ -347,7 +347,8 @@ fn command_delivery(
                 })),
             };
             match wake {
-                Wake::Command(Ok(command)) => {
+                Wake::Command(Ok(message)) => {
+                    let command = &message.command;
                     let ours = command.status == CommandStatus::Pending
                         && !delivered.contains(&command.id)
                         && match scope {
@@ -361,7 +362,7 @@ fn command_delivery(
                     if ours {
                         delivered.insert(command.id);
                         order.push_back(command.id);
-                        yield hand_over(&store, &bus, command).await?;
+                        yield hand_over(&store, &bus, message).await?;
                     }
                 }
                 // A device was bound to this session: deliver what waited for it.
@@ -380,45 +381,48 @@ fn command_delivery(
 async fn hand_over(
     store: &Store,
     bus: &Bus,
-    command: Arc<command::Model>,
-) -> Result<Arc<command::Model>, StoreError> {
-    match store.mark_delivered(command.id).await? {
+    message: Arc<BusCommand>,
+) -> Result<Arc<BusCommand>, StoreError> {
+    match store.mark_delivered(message.command.id).await? {
         Some(updated) => {
             bus.publish_command(updated.clone());
-            Ok(Arc::new(updated))
+            Ok(Arc::new(BusCommand::new(updated)))
         }
         // Already DELIVERED (a repeat after a reconnect) or answered meanwhile.
-        None => Ok(command),
+        None => Ok(message),
     }
 }
 
 /// One command's transitions, starting with `current`, until it is final.
 fn command_updates(
     store: Store,
-    mut ring: tokio::sync::broadcast::Receiver<Arc<command::Model>>,
+    mut ring: tokio::sync::broadcast::Receiver<Arc<BusCommand>>,
     scope: Scope,
     current: command::Model,
-) -> impl Stream<Item = Result<Arc<command::Model>, StoreError>> + Send + 'static {
+) -> impl Stream<Item = Result<Arc<BusCommand>, StoreError>> + Send + 'static {
     async_stream::try_stream! {
         let id = current.id;
         let mut last = (current.status, current.updated_at);
         let done = !current.status.is_open();
-        yield Arc::new(current);
+        yield Arc::new(BusCommand::new(current));
         if done {
             return;
         }
         loop {
             let latest = match ring.recv().await {
-                Ok(command) if command.id == id => command,
+                Ok(message) if message.command.id == id => message,
                 Ok(_) => continue,
-                Err(RecvError::Lagged(_)) => Arc::new(store.command_by_id(id, scope).await?),
+                Err(RecvError::Lagged(_)) => {
+                    Arc::new(BusCommand::new(store.command_by_id(id, scope).await?))
+                }
                 Err(RecvError::Closed) => break,
             };
-            if (latest.status, latest.updated_at) == last {
+            let command = &latest.command;
+            if (command.status, command.updated_at) == last {
                 continue;
             }
-            last = (latest.status, latest.updated_at);
-            let done = !latest.status.is_open();
+            last = (command.status, command.updated_at);
+            let done = !command.status.is_open();
             yield latest;
             if done {
                 break;

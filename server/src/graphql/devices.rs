@@ -37,19 +37,16 @@ const LOCATION_MAX: usize = 200;
 pub struct Device(pub device::Model);
 
 /// A change of a device, as `deviceChanged` streams it.
-pub struct DeviceChange {
-    kind: DeviceChangeKind,
-    device: Arc<device::Model>,
-}
+pub struct DeviceChange(Arc<fanout::DeviceChange>);
 
 #[Object]
 impl DeviceChange {
     async fn kind(&self) -> DeviceChangeKind {
-        self.kind
+        self.0.kind
     }
     /// The device as it is now (as it was, for DELETED).
     async fn device(&self) -> Device {
-        Device(self.device.as_ref().clone())
+        Device(self.0.device.clone())
     }
 }
 
@@ -347,7 +344,11 @@ impl DeviceSubscription {
         let caller = principal(ctx, Permission::Read)?;
         let app = state(ctx);
         let filter = filter.unwrap_or_default().into_store(&app.config.limits)?;
-        Ok(device_changes(app.store.clone(), app.bus.clone(), caller.scope(), filter).boxed())
+        Ok(
+            device_changes(app.store.clone(), app.bus.clone(), caller.scope(), filter)
+                .map(|change| change.map(DeviceChange))
+                .boxed(),
+        )
     }
 }
 
@@ -364,7 +365,8 @@ fn device_changes(
     bus: fanout::Bus,
     scope: Scope,
     filter: store::DeviceFilter,
-) -> impl async_graphql::futures_util::Stream<Item = ApiResult<DeviceChange>> + Send + 'static {
+) -> impl async_graphql::futures_util::Stream<Item = ApiResult<Arc<fanout::DeviceChange>>> + Send + 'static
+{
     async_stream::try_stream! {
         let mut ring = bus.subscribe_devices();
         // Every change committed before this moment has been delivered
@@ -375,7 +377,7 @@ fn device_changes(
                 Ok(change) => {
                     in_step_at = store::now();
                     if fanout::device_matches(scope, &filter, &change.device) {
-                        yield DeviceChange { kind: change.kind, device: change.device.clone() };
+                        yield change;
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
@@ -387,7 +389,7 @@ fn device_changes(
                             .await?;
                         after = page.items.last().map(|d| d.id);
                         for device in page.items {
-                            yield DeviceChange { kind: DeviceChangeKind::Updated, device: Arc::new(device) };
+                            yield Arc::new(fanout::DeviceChange::new(DeviceChangeKind::Updated, device));
                         }
                         if !page.has_next_page {
                             break;
@@ -402,7 +404,7 @@ fn device_changes(
                         for (id, device) in page {
                             after = id;
                             if fanout::device_matches(scope, &filter, &device) {
-                                yield DeviceChange { kind: DeviceChangeKind::Deleted, device: Arc::new(device) };
+                                yield Arc::new(fanout::DeviceChange::new(DeviceChangeKind::Deleted, device));
                             }
                         }
                         if !full {

@@ -389,9 +389,11 @@ impl Stream for LiveEvents {
         let plan = &this.compiled.plan;
         let next = match ready!(this.events.poll_next_unpin(cx)) {
             None => return Poll::Ready(None),
-            Some(Ok(LiveEvent::Live(message))) => {
-                Next::Payload(message.rendered(plan.id, |event| plan.render(event)))
-            }
+            Some(Ok(LiveEvent::Live(message))) => Next::Payload(
+                message
+                    .renderings
+                    .get_or_render(plan.id, || plan.render(&message.event)),
+            ),
             Some(Ok(LiveEvent::Stored(event))) => Next::Payload(plan.render(&event).into()),
             Some(Ok(LiveEvent::Gap { pruned_through })) => {
                 Next::Error(this.error(ApiError::EventsPruned { pruned_through }))
