@@ -2,7 +2,10 @@
 //! did not write, speaking graphql-transport-ws) over tokio-tungstenite, and
 //! a raw socket for feeding the server garbage.
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use futures_util::{SinkExt, StreamExt};
 use graphql_ws_client::{Client, Connection, Error, Message, graphql::GraphqlOperation};
@@ -114,6 +117,23 @@ impl TestApp {
         socket
     }
 
+    /// A raw graphql-transport-ws socket, initialised with `token` (and
+    /// `connector_id`, if any) and acknowledged.
+    pub async fn raw_session(&self, token: &str, connector_id: Option<&str>) -> RawSocket {
+        let mut socket = self.raw_socket("graphql-transport-ws").await;
+        let mut payload = json!({ "Authorization": format!("Bearer {token}") });
+        if let Some(id) = connector_id {
+            payload["connectorId"] = json!(id);
+        }
+        send_json(
+            &mut socket,
+            json!({"type": "connection_init", "payload": payload}),
+        )
+        .await;
+        assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+        socket
+    }
+
     /// A graphql-transport-ws client authenticated with `token` (and
     /// announcing `connector_id`, if any). Its connection runs in a task.
     pub async fn ws_client(
@@ -221,4 +241,65 @@ where
         }
     }
     panic!("the deviceChanged subscription never became live");
+}
+
+/// What the operations of a raw graphql-transport-ws socket received, by
+/// operation id: each `next` payload exactly as sent, and which completed.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    pub payloads: HashMap<String, Vec<String>>,
+    pub completed: HashSet<String>,
+}
+
+impl Inbox {
+    /// The payloads operation `id` received so far.
+    pub fn of(&self, id: &str) -> &[String] {
+        self.payloads.get(id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Reads `socket` until `done` holds (each message within 10 s).
+    /// Keep-alive pings are skipped; any other message but `next` and
+    /// `complete` fails the test.
+    pub async fn read_until(&mut self, socket: &mut RawSocket, done: impl Fn(&Inbox) -> bool) {
+        while !done(self) {
+            let text = next_text(socket).await;
+            self.take(&text);
+        }
+    }
+
+    /// Reads whatever `socket` receives within `window`.
+    pub async fn read_for(&mut self, socket: &mut RawSocket, window: Duration) {
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(text) = tokio::time::timeout_at(deadline, next_text(socket)).await {
+            self.take(&text);
+        }
+    }
+
+    fn take(&mut self, text: &str) {
+        let message: Value = serde_json::from_str(text).expect("JSON");
+        let id = message["id"].as_str().unwrap_or_default().to_owned();
+        match message["type"].as_str() {
+            Some("next") => self
+                .payloads
+                .entry(id)
+                .or_default()
+                .push(payload_text(text).to_owned()),
+            Some("complete") => {
+                self.completed.insert(id);
+            }
+            Some("ping" | "pong") => {}
+            _ => panic!("unexpected message: {text}"),
+        }
+    }
+}
+
+/// The `payload` of a `next` message, exactly as sent: the server writes
+/// `{"type":…,"id":…,"payload":…}` with the payload last.
+pub fn payload_text(message: &str) -> &str {
+    let at = message
+        .find(",\"payload\":")
+        .unwrap_or_else(|| panic!("no payload in {message}"));
+    message[at + ",\"payload\":".len()..]
+        .strip_suffix('}')
+        .unwrap_or_else(|| panic!("{message} does not end with its payload"))
 }

@@ -8,7 +8,10 @@ use std::{
 use async_graphql::{
     Context, ID, InputObject, Object, Subscription,
     connection::Connection,
-    futures_util::{Stream, StreamExt, stream::BoxStream},
+    futures_util::{
+        Stream, StreamExt,
+        stream::{self, BoxStream},
+    },
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
@@ -19,6 +22,7 @@ use super::{
     context::{principal, request, state},
     error::{ApiError, ApiResult, OrNotFound},
     input::{self, CursorKind},
+    live,
     totals::TotalCount,
 };
 use crate::{
@@ -262,11 +266,10 @@ impl CommandSubscription {
             .into());
         };
         let app = state(ctx);
-        Ok(
+        let commands =
             command_delivery(app.store.clone(), app.bus.clone(), caller.scope(), session)
-                .map(|item| item.map(Command::shared).map_err(ApiError::from))
-                .boxed(),
-        )
+                .map(|item| item.map_err(ApiError::from));
+        Ok(hand_over_or_resolve(ctx, commands))
     }
 
     /// Every change of one command: its current state first, then each
@@ -287,12 +290,24 @@ impl CommandSubscription {
             .command_by_id(id, caller.scope())
             .await
             .or_not_found("command")?;
-        Ok(
-            command_updates(app.store.clone(), ring, caller.scope(), current)
-                .map(|item| item.map(Command::shared).map_err(ApiError::from))
-                .boxed(),
-        )
+        let updates = command_updates(app.store.clone(), ring, caller.scope(), current)
+            .map(|item| item.map_err(ApiError::from));
+        Ok(hand_over_or_resolve(ctx, updates))
     }
+}
+
+/// Commands as a subscription returns them: handed over as a feed when the
+/// WebSocket transport delivers the subscription itself, resolved as
+/// [`Command`]s otherwise.
+fn hand_over_or_resolve(
+    ctx: &Context<'_>,
+    commands: impl Stream<Item = ApiResult<Arc<BusCommand>>> + Send + 'static,
+) -> BoxStream<'static, ApiResult<Command>> {
+    if let Some(handoff) = ctx.data_opt::<live::Handoff>() {
+        handoff.give(live::Feed::Commands(commands.boxed()));
+        return stream::empty().boxed();
+    }
+    commands.map(|item| item.map(Command::shared)).boxed()
 }
 
 /// How many delivered command ids a delivery stream remembers to skip

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use async_graphql::{
     Context, ID, InputObject, MaybeUndefined, Object, Subscription,
     connection::Connection,
-    futures_util::{StreamExt, stream::BoxStream},
+    futures_util::{
+        StreamExt,
+        stream::{self, BoxStream},
+    },
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
@@ -16,6 +19,7 @@ use super::{
     context::{principal, request, state},
     error::{ApiResult, OrNotFound},
     input::{self, CursorKind},
+    live,
     totals::TotalCount,
 };
 use crate::{
@@ -344,11 +348,13 @@ impl DeviceSubscription {
         let caller = principal(ctx, Permission::Read)?;
         let app = state(ctx);
         let filter = filter.unwrap_or_default().into_store(&app.config.limits)?;
-        Ok(
-            device_changes(app.store.clone(), app.bus.clone(), caller.scope(), filter)
-                .map(|change| change.map(DeviceChange))
-                .boxed(),
-        )
+        let changes = device_changes(app.store.clone(), app.bus.clone(), caller.scope(), filter);
+        // The WebSocket transport delivers compiled subscriptions itself.
+        if let Some(handoff) = ctx.data_opt::<live::Handoff>() {
+            handoff.give(live::Feed::Devices(changes.boxed()));
+            return Ok(stream::empty().boxed());
+        }
+        Ok(changes.map(|change| change.map(DeviceChange)).boxed())
     }
 }
 

@@ -291,7 +291,7 @@ impl EventSubscription {
         let events = EventStream::new(app.store.clone(), &app.bus, caller.scope(), filter, after);
         // The WebSocket transport delivers compiled subscriptions itself.
         if let Some(handoff) = ctx.data_opt::<live::Handoff>() {
-            handoff.give(events);
+            handoff.give(live::Feed::Events(events));
             return Ok(stream::empty().boxed());
         }
         Ok(events

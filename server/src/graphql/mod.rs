@@ -11,7 +11,7 @@
 //! - `context`: the caller and state a resolver reads.
 //! - `error`: `extensions.code` for every error.
 //! - `input`: checks on input, cursors and pages.
-//! - `live`: compiled `events` subscriptions for the WebSocket transport.
+//! - `live`: compiled subscriptions for the WebSocket transport.
 //! - `totals`: `totalCount`, computed when asked for.
 
 /// Who am I, login sessions, users and API keys.
@@ -28,7 +28,7 @@ pub mod error;
 mod events;
 /// Validation of client input, cursors and pages.
 mod input;
-/// `events` subscriptions delivered without per-event execution.
+/// Subscriptions delivered without per-item execution.
 pub mod live;
 /// `totalCount` of connections.
 mod totals;

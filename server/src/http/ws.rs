@@ -465,8 +465,8 @@ impl Connection {
         Ok(())
     }
 
-    /// Runs an operation: a compiled `events` subscription, or anything
-    /// through async-graphql.
+    /// Runs an operation: a compiled subscription, or anything through
+    /// async-graphql.
     async fn execute(
         &self,
         id: &str,
@@ -483,43 +483,50 @@ impl Connection {
                 .boxed();
         };
         // async-graphql parses, validates and runs the resolver, which hands
-        // its event stream over instead of starting it: the run ends at
-        // once, with nothing, or with the errors to send.
+        // its feed over instead of returning a stream: the run ends at once,
+        // with nothing, or with the errors to send.
         let handoff = live::Handoff::default();
         let mut run =
             schema.execute_stream_with_session_data(request.data(handoff.clone()), session);
         let first = run.next().await;
-        match handoff.take() {
-            Some(events) => {
-                // What goes before the payload, the same for every event of
-                // this operation: `{"type":"next","id":"…","payload":`.
-                let head = format!(
-                    r#"{{"type":"{}","id":{},"payload":"#,
-                    self.next_kind(),
-                    serde_json::Value::from(id)
-                );
-                live::LiveEvents::new(events, compiled)
-                    .map(move |next| match next {
-                        live::Next::Payload(payload) => {
-                            let mut text = String::with_capacity(head.len() + payload.len() + 1);
-                            text.push_str(&head);
-                            text.push_str(&payload);
-                            text.push('}');
-                            Output::Message(text)
-                        }
-                        live::Next::Error(response) => Output::Response(response),
-                    })
-                    .chain(end())
-                    .boxed()
-            }
-            .chain(end())
-            .boxed(),
-            None => stream::iter(first)
+        let Some(feed) = handoff.take() else {
+            return stream::iter(first)
                 .chain(run)
                 .map(|response| Output::Response(Box::new(response)))
                 .chain(end())
-                .boxed(),
-        }
+                .boxed();
+        };
+        let Some(live) = live::Live::new(feed, compiled) else {
+            tracing::error!(
+                operation = id,
+                "BUG: a resolver handed over a feed its plan does not render"
+            );
+            let error = async_graphql::ServerError::new("internal error", None);
+            return stream::once(async {
+                Output::Response(Box::new(Response::from_errors(vec![error])))
+            })
+            .chain(end())
+            .boxed();
+        };
+        // What goes before the payload, the same for every message of this
+        // operation: `{"type":"next","id":"…","payload":`.
+        let head = format!(
+            r#"{{"type":"{}","id":{},"payload":"#,
+            self.next_kind(),
+            serde_json::Value::from(id)
+        );
+        live.map(move |next| match next {
+            live::Next::Payload(payload) => {
+                let mut text = String::with_capacity(head.len() + payload.len() + 1);
+                text.push_str(&head);
+                text.push_str(&payload);
+                text.push('}');
+                Output::Message(text)
+            }
+            live::Next::Error(response) => Output::Response(response),
+        })
+        .chain(end())
+        .boxed()
     }
 
     /// The type of a message carrying a result.
