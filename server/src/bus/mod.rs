@@ -190,16 +190,19 @@ impl Bus {
     }
 
     /// Fans a committed command (new, or in a new state) out, here and to
-    /// the other nodes.
-    pub fn publish_command(&self, command: command::Model) {
+    /// the other nodes. Returns the message subscribers here share.
+    pub fn publish_command(&self, command: command::Model) -> Arc<BusCommand> {
         if let Some(relay) = &self.relay {
             relay.tell_command(command.id);
         }
-        self.publish_command_here(command);
+        self.publish_command_here(command)
     }
 
-    fn publish_command_here(&self, command: command::Model) {
-        let _ = self.commands.send(Arc::new(BusCommand::new(command)));
+    fn publish_command_here(&self, command: command::Model) -> Arc<BusCommand> {
+        let message = Arc::new(BusCommand::new(command));
+        // An error only means nobody is subscribed right now.
+        let _ = self.commands.send(message.clone());
+        message
     }
 
     /// An API key was revoked, here and on the other nodes.

@@ -244,7 +244,9 @@ async fn relay_change(store: &Store, bus: &Bus, me: Uuid, notice: Notice) {
             Err(err) => tracing::warn!(error = %err, "reading a relayed device failed"),
         },
         Notice::Command { id, .. } => match store.command_by_id(id, Scope::All).await {
-            Ok(command) => bus.publish_command_here(command),
+            Ok(command) => {
+                bus.publish_command_here(command);
+            }
             Err(StoreError::NotFound) => {}
             Err(err) => tracing::warn!(error = %err, "reading a relayed command failed"),
         },

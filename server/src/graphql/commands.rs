@@ -399,10 +399,8 @@ async fn hand_over(
     message: Arc<BusCommand>,
 ) -> Result<Arc<BusCommand>, StoreError> {
     match store.mark_delivered(message.command.id).await? {
-        Some(updated) => {
-            bus.publish_command(updated.clone());
-            Ok(Arc::new(BusCommand::new(updated)))
-        }
+        // The message its watchers get: rendered once for both.
+        Some(updated) => Ok(bus.publish_command(updated)),
         // Already DELIVERED (a repeat after a reconnect) or answered meanwhile.
         None => Ok(message),
     }
