@@ -390,8 +390,10 @@ fn device_changes(
                     let resync_at = store::now();
                     let mut after = None;
                     loop {
-                        let page = store
-                            .list_devices(scope, &filter, store::PageArgs { first: Some(RESYNC_PAGE), after, last: None, before: None }, RESYNC_PAGE)
+                        // Boxed, as below: an idle subscription should not
+                        // keep room for a store query (kilobytes) in its state.
+                        let page = Box::pin(store
+                            .list_devices(scope, &filter, store::PageArgs { first: Some(RESYNC_PAGE), after, last: None, before: None }, RESYNC_PAGE))
                             .await?;
                         after = page.items.last().map(|d| d.id);
                         for device in page.items {
@@ -403,8 +405,8 @@ fn device_changes(
                     }
                     let mut after = 0;
                     loop {
-                        let page = store
-                            .deleted_devices_since(scope, in_step_at - DELETION_MARGIN, after, RESYNC_PAGE)
+                        let page = Box::pin(store
+                            .deleted_devices_since(scope, in_step_at - DELETION_MARGIN, after, RESYNC_PAGE))
                             .await?;
                         let full = page.len() as u64 == RESYNC_PAGE;
                         for (id, device) in page {

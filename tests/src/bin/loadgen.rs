@@ -85,6 +85,11 @@ struct Args {
     /// Open the idle sockets without subscribing (to weigh the socket alone).
     #[arg(long)]
     idle_unsubscribed: bool,
+    /// What each idle socket subscribes to, one subscription per query
+    /// (repeat the flag for several). Default: an `events` subscription
+    /// no event matches.
+    #[arg(long = "idle-query", value_name = "QUERY")]
+    idle_queries: Vec<String>,
     /// Measure the ferrite-connector library (outbox → server) instead.
     #[arg(long)]
     connector: bool,
@@ -333,12 +338,19 @@ async fn main() -> anyhow::Result<()> {
 
     // Idle subscribed sockets.
     if args.idle > 0 {
+        let idle_queries = if args.idle_queries.is_empty() {
+            vec![r#"subscription { events(filter: {services: ["never"]}) { id } }"#.to_owned()]
+        } else {
+            args.idle_queries.clone()
+        };
         let before = rss("server RSS, before idle sockets");
         let mut idle = Vec::with_capacity(args.idle);
         for i in 0..args.idle {
             let mut socket = open(addr, &token, None).await?;
             if !args.idle_unsubscribed {
-                send(&mut socket, json!({"type": "subscribe", "id": "idle", "payload": {"query": "subscription { events(filter: {services: [\"never\"]}) { id } }"}})).await?;
+                for (n, query) in idle_queries.iter().enumerate() {
+                    send(&mut socket, json!({"type": "subscribe", "id": format!("idle{n}"), "payload": {"query": query}})).await?;
+                }
             }
             idle.push(socket);
             if i % 200 == 199 {
