@@ -12,6 +12,14 @@
 //! (back-pressure); a batch that fails in the database fails every publisher
 //! in it, and nothing of it is stored. When every handle is dropped, the
 //! writer finishes the jobs still queued and stops.
+//!
+//! SQLite's write-ahead log starts over from its beginning only after a
+//! checkpoint copied all of it with no write in between. Under steady load
+//! the background checkpoint never gets there (the writer appends while it
+//! copies) and the log grows without bound: 330 MB in 15 s at 10 000
+//! events/s, measured. So the writer also finishes checkpoints between two
+//! batches when asked ([`Checkpoints`]): after the background one copied the
+//! bulk, only the last few pages are left, and the writer pauses for those.
 
 use std::time::Duration;
 
@@ -23,7 +31,7 @@ use tokio::{
 
 use crate::{
     bus::{Bus, BusEvent},
-    store::{EventJob, NewEvent, Scope, Store, StoreError, StoredEvent},
+    store::{Checkpoint, EventJob, NewEvent, Scope, Store, StoreError, StoredEvent},
 };
 
 /// Tuning of the writer.
@@ -58,6 +66,60 @@ pub struct Ingest {
     queue: mpsc::Sender<Job>,
 }
 
+type CheckpointReply = oneshot::Sender<Result<Checkpoint, StoreError>>;
+
+/// Asks the writer to checkpoint SQLite's log between two batches. Holding
+/// one does not keep the writer running: it stops with the last [`Ingest`].
+#[derive(Clone, Debug)]
+pub struct Checkpoints(mpsc::Sender<CheckpointReply>);
+
+impl Checkpoints {
+    /// Checkpoints SQLite's log so that it starts over instead of growing:
+    /// twice in the background, beside the writer (the first copies the
+    /// bulk, tens of milliseconds; the second what the writer appended
+    /// meanwhile), then the last few pages between two of the writer's
+    /// batches (it pauses 1–4 ms, measured at 10 000 events/s). A no-op on
+    /// PostgreSQL and when nothing was written since the log started over.
+    pub async fn run(&self, store: &Store) {
+        let mut logged = 0;
+        for _ in 0..2 {
+            match store.checkpoint().await {
+                // `complete()` means little here: the writer kept appending
+                // after the frames this checkpoint counted.
+                Ok(done) => logged = done.logged,
+                Err(err) => {
+                    tracing::warn!(error = %err, "WAL checkpoint failed");
+                    return;
+                }
+            }
+            if logged == 0 {
+                return;
+            }
+        }
+        match self.between_batches().await {
+            Ok(Some(done)) if !done.complete() => {
+                // A reader still uses older pages: the next round finishes.
+                tracing::debug!(logged, ?done, "WAL checkpoint left pages behind");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "WAL checkpoint failed"),
+        }
+    }
+
+    /// Checkpoints once the batch being written (if any) has committed,
+    /// before the next one starts. `Ok(None)`: the writer has stopped.
+    async fn between_batches(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        if self.0.send(reply).await.is_err() {
+            return Ok(None);
+        }
+        match answer.await {
+            Ok(done) => done.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job")
@@ -69,10 +131,15 @@ impl std::fmt::Debug for Job {
 impl Ingest {
     /// Starts the writer. It stops once every `Ingest` handle is dropped and
     /// the queue is drained; await the returned handle to know when.
-    pub fn spawn(store: Store, bus: Bus, settings: IngestSettings) -> (Ingest, JoinHandle<()>) {
+    pub fn spawn(
+        store: Store,
+        bus: Bus,
+        settings: IngestSettings,
+    ) -> (Ingest, Checkpoints, JoinHandle<()>) {
         let (queue, jobs) = mpsc::channel(settings.queue.max(1));
-        let writer = tokio::spawn(write_batches(store, bus, settings, jobs));
-        (Ingest { queue }, writer)
+        let (checkpoints, requests) = mpsc::channel(1);
+        let writer = tokio::spawn(write_batches(store, bus, settings, jobs, requests));
+        (Ingest { queue }, Checkpoints(checkpoints), writer)
     }
 
     /// Stores events (all or none) and returns them once committed.
@@ -101,8 +168,24 @@ async fn write_batches(
     bus: Bus,
     settings: IngestSettings,
     mut jobs: mpsc::Receiver<Job>,
+    mut checkpoints: mpsc::Receiver<CheckpointReply>,
 ) {
-    while let Some(first) = jobs.recv().await {
+    loop {
+        let first = tokio::select! {
+            // A checkpoint first: under load there is always a job waiting.
+            biased;
+            // Cancel-safe; a closed channel disables this branch.
+            Some(reply) = checkpoints.recv() => {
+                // The asker may have given up; nothing to undo.
+                let _ = reply.send(store.checkpoint().await);
+                continue;
+            }
+            // Cancel-safe.
+            job = jobs.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+        };
         let mut count = first.job.events.len();
         let mut batch = vec![first];
         let deadline = Instant::now() + settings.linger;
@@ -151,5 +234,115 @@ async fn commit(store: &Store, bus: &Bus, batch: Vec<Job>) {
                 ))));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    };
+
+    use super::*;
+    use crate::store::{DeviceRegistration, StoreOptions, entity::Role};
+
+    /// Under steady writing, a checkpoint round makes SQLite's log start
+    /// over (real SQLite). Before the writer finished checkpoints, the log
+    /// only grew while anything was written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checkpoints_let_the_log_start_over_under_steady_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&Store::sqlite_url(dir.path()), &StoreOptions::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let owner = store
+            .create_user("owner", "x".into(), Role::Member)
+            .await
+            .unwrap()
+            .id;
+        let registration = DeviceRegistration {
+            external_id: "meter".into(),
+            name: None,
+            r#type: None,
+            location: None,
+            attributes: None,
+            session: None,
+        };
+        let device = store
+            .register_device(owner, registration)
+            .await
+            .unwrap()
+            .0
+            .id;
+        let settings = IngestSettings {
+            batch_events: 1000,
+            linger: Duration::ZERO,
+            queue: 64,
+        };
+        let (ingest, checkpoints, writer) = Ingest::spawn(store.clone(), Bus::new(16), settings);
+
+        // One publisher, never pausing until its budget of commits is
+        // spent: there is always a batch being written.
+        let (stop, commits) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let budget = Arc::new(AtomicU64::new(u64::MAX));
+        let publisher = tokio::spawn({
+            let (stop, commits, budget) = (stop.clone(), commits.clone(), budget.clone());
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    if commits.load(Ordering::Relaxed) >= budget.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
+                    let events = (0..10)
+                        .map(|n| NewEvent {
+                            device_id: device,
+                            service: "power".into(),
+                            payload: serde_json::json!({"watts": n}),
+                            occurred_at: None,
+                            idempotency_key: None,
+                        })
+                        .collect();
+                    ingest.publish(Scope::Owner(owner), events).await.unwrap();
+                    commits.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let until_commits = |target: u64| {
+            let commits = commits.clone();
+            async move {
+                while commits.load(Ordering::Relaxed) < target {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        };
+
+        // A log of some size, checkpointed in the background only: it keeps
+        // growing (the writer appends while the checkpoint copies).
+        let mut grown = 0;
+        while grown < 2000 {
+            until_commits(commits.load(Ordering::Relaxed) + 20).await;
+            grown = store.checkpoint().await.unwrap().logged;
+        }
+
+        // A full round while the writer is busy; then five more commits at
+        // most: the log started over at the first, and holds only those.
+        checkpoints.run(&store).await;
+        let target = commits.load(Ordering::Relaxed) + 5;
+        budget.store(target, Ordering::Relaxed);
+        until_commits(target).await;
+        let restarted = store.checkpoint().await.unwrap().logged;
+        assert!(
+            restarted < grown / 2,
+            "after a round the log should have started over: {grown} -> {restarted} frames"
+        );
+
+        stop.store(true, Ordering::Relaxed);
+        publisher.await.unwrap();
+        writer.await.unwrap();
     }
 }

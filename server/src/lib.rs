@@ -103,6 +103,8 @@ pub struct Server {
     listener: TcpListener,
     generated_admin_password: Option<String>,
     ingest_writer: JoinHandle<()>,
+    /// Finishes SQLite checkpoints between the writer's batches.
+    checkpoints: ingest::Checkpoints,
     /// On PostgreSQL: the fan-out between nodes, started by `run`.
     relay: Option<bus::postgres::Relay>,
 }
@@ -165,7 +167,7 @@ impl Server {
         let presence = Presence::start(node_id, store.clone(), bus.clone())
             .await
             .map_err(StartError::Database)?;
-        let (ingest, ingest_writer) =
+        let (ingest, checkpoints, ingest_writer) =
             Ingest::spawn(store.clone(), bus.clone(), config.ingest_settings());
         Ok(Server {
             state: AppState {
@@ -179,6 +181,7 @@ impl Server {
             listener,
             generated_admin_password,
             ingest_writer,
+            checkpoints,
             relay,
         })
     }
@@ -204,6 +207,7 @@ impl Server {
             state,
             listener,
             ingest_writer,
+            checkpoints,
             relay,
             ..
         } = self;
@@ -211,6 +215,7 @@ impl Server {
         let sweeper = spawn_housekeeping(
             state.store.clone(),
             state.bus.clone(),
+            checkpoints,
             state.config.retention.clone(),
             stop_rx.clone(),
         );
@@ -287,6 +292,7 @@ const TOMBSTONE_SWEEP_SECONDS: u64 = 600;
 fn spawn_housekeeping(
     store: Store,
     bus: Bus,
+    checkpoints: ingest::Checkpoints,
     retention: config::RetentionConfig,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -308,9 +314,7 @@ fn spawn_housekeeping(
                         }
                         Err(err) => tracing::warn!(error = %err, "expiring commands failed"),
                     }
-                    if let Err(err) = store.checkpoint().await {
-                        tracing::warn!(error = %err, "WAL checkpoint failed");
-                    }
+                    checkpoints.run(&store).await;
                     seconds += 1;
                     if seconds % TOMBSTONE_SWEEP_SECONDS == 0 {
                         let cutoff = store::now() - TOMBSTONE_AGE;

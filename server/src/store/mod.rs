@@ -91,6 +91,26 @@ pub struct Store {
     db: DatabaseConnection,
 }
 
+/// What a checkpoint of SQLite's write-ahead log did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Frames (pages) in the log.
+    pub logged: u64,
+    /// Of those, frames now copied into the database.
+    pub copied: u64,
+}
+
+impl Checkpoint {
+    /// Everything in the log is in the database: the next write starts the
+    /// log over from its beginning.
+    pub fn complete(&self) -> bool {
+        self.copied >= self.logged
+    }
+}
+
+/// Bytes the write-ahead log file is cut back to when it starts over.
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
 /// Connection settings that are not in the URL.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -139,6 +159,9 @@ impl Store {
                     // (`checkpoint`), not in whichever commit crosses the
                     // threshold: the ingest writer never stalls on them.
                     .pragma("wal_autocheckpoint", "0")
+                    // After a burst, the log file shrinks back to this when
+                    // it starts over (it would otherwise keep its largest size).
+                    .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
             });
         let db = Database::connect(connect).await?;
         Ok(Store { db })
@@ -158,17 +181,31 @@ impl Store {
     }
 
     /// On SQLite, copies the write-ahead log back into the database without
-    /// blocking writers (`PASSIVE`), and truncates the log when it gets big
-    /// and nobody is reading. Call it periodically; a no-op elsewhere.
-    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+    /// blocking writers (`PASSIVE`); a no-op elsewhere.
+    ///
+    /// The log only starts over from its beginning (instead of growing) when
+    /// a checkpoint has copied all of it and nobody writes in between: see
+    /// [`crate::ingest::Checkpoints`], which finishes this between two
+    /// batches of the writer.
+    pub async fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
         if self.backend() != DbBackend::Sqlite {
-            return Ok(());
+            return Ok(Checkpoint::default());
         }
-        use sea_orm::ConnectionTrait;
-        self.db
-            .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
-            .await?;
-        Ok(())
+        use sea_orm::{ConnectionTrait, Statement};
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA wal_checkpoint(PASSIVE)",
+            ))
+            .await?
+            .ok_or_else(|| StoreError::Database(DbErr::Custom("no checkpoint result".into())))?;
+        // (busy, frames in the log, frames copied to the database)
+        let (_, logged, copied): (i64, i64, i64) = row.try_get_many_by_index()?;
+        Ok(Checkpoint {
+            logged: logged.max(0) as u64,
+            copied: copied.max(0) as u64,
+        })
     }
 
     /// Which database is behind the store.
