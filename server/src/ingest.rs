@@ -177,7 +177,10 @@ async fn write_batches(
             // Cancel-safe; a closed channel disables this branch.
             Some(reply) = checkpoints.recv() => {
                 // The asker may have given up; nothing to undo.
-                let _ = reply.send(store.checkpoint().await);
+                let started = Instant::now();
+                let done = store.checkpoint().await;
+                tracing::debug!(took = ?started.elapsed(), ?done, "the writer finished a WAL checkpoint");
+                let _ = reply.send(done);
                 continue;
             }
             // Cancel-safe.

@@ -50,7 +50,7 @@ use uuid::Uuid;
 
 use crate::{
     auth,
-    graphql::{RequestContext, SocketLease, live},
+    graphql::{RequestContext, SocketLease, error::ApiError, live},
     store::ConnectorSession,
 };
 
@@ -501,7 +501,8 @@ impl Connection {
                 operation = id,
                 "BUG: a resolver handed over a feed its plan does not render"
             );
-            let error = async_graphql::ServerError::new("internal error", None);
+            let error = async_graphql::Error::from(ApiError::Internal)
+                .into_server_error(async_graphql::Pos::default());
             return stream::once(async {
                 Output::Response(Box::new(Response::from_errors(vec![error])))
             })
