@@ -24,7 +24,7 @@ use crate::{
     EventFilter, ReceivedEvent,
     outbox::{DeviceEntry, DeviceState, Outbox, PreparedEvent},
     session::{Respond, Session},
-    types::check_text,
+    types::{check_json, check_text},
 };
 
 /// Where the session stands, as seen through [`Connector::state`].
@@ -662,6 +662,7 @@ fn prepare_one(
             )));
         }
     }
+    check_json("the payload", &event.payload)?;
     let payload = event.payload.to_string();
     if payload.len() > options.max_payload_bytes {
         return Err(Error::InvalidInput(format!(

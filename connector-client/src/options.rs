@@ -384,6 +384,8 @@ mod tests {
         assert!(ConnectorOptions::new("ws://h/graphql", "frt x", "gw").is_err());
         assert!(ConnectorOptions::new("ws://h/graphql", "frt_x", "").is_err());
         assert!(ConnectorOptions::new("ws://h/graphql", "frt_x", "g".repeat(129)).is_err());
+        assert!(ConnectorOptions::new("ws://h/graphql", "frt_x", "gw\n2").is_err());
+        assert!(ConnectorOptions::new("ws://h/graphql", "frt_x", "gw\u{0}").is_err());
         assert!(options.clone().request_timeout(Duration::ZERO).is_err());
         assert!(options.clone().outbox_max_events(0).is_err());
         assert!(options.clone().outbox_path("").is_err());

@@ -78,6 +78,7 @@ impl DeviceSpec {
                     "attributes must be a JSON object".into(),
                 ));
             }
+            check_json("attributes", attributes)?;
             let size = attributes.to_string().len();
             if size > attributes_max_bytes {
                 return Err(Error::InvalidInput(format!(
@@ -338,12 +339,40 @@ pub(crate) struct WireCommand {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Refuses empty or over-long names, the way the server does.
+/// Refuses empty or over-long names, and names with control characters,
+/// the way the server does.
 pub(crate) fn check_text(what: &str, value: &str) -> Result<(), Error> {
     let length = value.chars().count();
     if length == 0 || length > TEXT_MAX {
         return Err(Error::InvalidInput(format!(
             "{what} must be 1–{TEXT_MAX} characters, got {length}"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::InvalidInput(format!(
+            "{what} must not contain control characters: {value:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses JSON the server cannot store: PostgreSQL's `jsonb` has no
+/// character U+0000, so the server refuses it in any string or key on
+/// every backend. Checked here so such an event never enters the outbox.
+pub(crate) fn check_json(what: &str, value: &Value) -> Result<(), Error> {
+    fn contains_nul(value: &Value) -> bool {
+        match value {
+            Value::String(text) => text.contains('\0'),
+            Value::Array(items) => items.iter().any(contains_nul),
+            Value::Object(map) => map
+                .iter()
+                .any(|(key, value)| key.contains('\0') || contains_nul(value)),
+            Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        }
+    }
+    if contains_nul(value) {
+        return Err(Error::InvalidInput(format!(
+            "{what} must not contain the character U+0000 (\\u0000)"
         )));
     }
     Ok(())

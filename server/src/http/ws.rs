@@ -345,7 +345,9 @@ impl Connection {
                             )
                             .await;
                         }
-                        return Err(Close::new(4403, "Forbidden"));
+                        // The reason tells a gateway's operator what to fix;
+                        // it never echoes the token.
+                        return Err(Close::new(4403, format!("Forbidden: {reason}")));
                     }
                 }
             }
@@ -402,10 +404,18 @@ impl Connection {
             .ok_or("connection_init needs {\"Authorization\": \"Bearer <token>\"}")?;
         let connector_id = match field("connectorId") {
             None => None,
-            Some(id) if !id.is_empty() && id.chars().count() <= CONNECTOR_ID_MAX => {
+            // Control characters are refused as in every other name: the id
+            // is shown on devices and written to logs.
+            Some(id)
+                if !id.is_empty()
+                    && id.chars().count() <= CONNECTOR_ID_MAX
+                    && !id.chars().any(char::is_control) =>
+            {
                 Some(id.to_owned())
             }
-            Some(_) => return Err("connectorId must be 1 to 128 characters long"),
+            Some(_) => {
+                return Err("connectorId must be 1 to 128 characters without control characters");
+            }
         };
         let principal = self
             .state

@@ -256,6 +256,18 @@ async fn the_device_lifecycle_reaches_the_platform(backend: Backend) {
     );
     assert!(connector.devices().await.is_empty());
 
+    // Descriptions the server would refuse are refused locally, before
+    // they are kept for every reconnect.
+    for bad in [
+        DeviceSpec::new("thermo\n2"),
+        DeviceSpec::new("thermo-2").name("Hall\u{7}"),
+        DeviceSpec::new("thermo-2").attributes(json!({"floor": "\u{0}"})),
+    ] {
+        let error = connector.register(bad.clone()).await.unwrap_err();
+        assert!(matches!(error, Error::InvalidInput(_)), "{bad:?}: {error}");
+    }
+    assert!(device(&app, &token, "thermo-2").await.is_none());
+
     // Unknown devices are refused locally, with a clear error.
     let error = connector.disconnect("thermo-1").await.unwrap_err();
     assert!(matches!(error, Error::InvalidInput(_)), "{error}");
@@ -325,13 +337,34 @@ async fn events_are_acknowledged_once_committed(backend: Backend) {
         matches!(&error, Error::InvalidInput(message) if message.contains("max_payload_bytes")),
         "{error}"
     );
-    for bad_service in ["", &"s".repeat(129)] {
+    for bad_service in ["", &"s".repeat(129), "temp\nerature", "temp\u{0}"] {
         let error = connector
             .event("thermo", bad_service, json!(1))
             .await
             .unwrap_err();
         assert!(matches!(error, Error::InvalidInput(_)), "{error}");
     }
+    // The server could never store these (PostgreSQL's jsonb has no U+0000);
+    // queued, they would only be rejected later.
+    for bad_payload in [
+        json!("a\u{0}b"),
+        json!({"k\u{0}": 1}),
+        json!([[{"k": "\u{0}"}]]),
+    ] {
+        let error = connector
+            .queue(vec![Event::new("thermo", "t", bad_payload.clone())])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidInput(message) if message.contains("U+0000")),
+            "{bad_payload}: {error}"
+        );
+    }
+    let error = connector
+        .publish(Event::new("thermo", "t", json!(1)).idempotency_key("key\r\n"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidInput(_)), "{error}");
     assert_eq!(connector.pending_events().await, 0);
     assert_eq!(app.event_count(&token).await, 302);
     connector.shutdown().await.unwrap();

@@ -165,6 +165,21 @@ async fn a_bad_token_closes_the_socket_with_4403(backend: Backend) {
     let mut socket = app.raw_socket("graphql-transport-ws").await;
     send_json(&mut socket, json!({"type": "connection_init"})).await;
     assert_eq!(close_code(&mut socket).await, Some(4403));
+    // A good token with a connector id no gateway could mean.
+    let too_long = "g".repeat(129);
+    for connector_id in ["", too_long.as_str(), "gw\n1", "gw\u{0}", "gw\u{1b}[31m"] {
+        match app.ws_client(&admin, Some(connector_id)).await {
+            Err(graphql_ws_client::Error::Close(code, reason)) => {
+                assert_eq!(code, 4403, "connectorId {connector_id:?}");
+                assert!(reason.contains("connectorId"), "{reason}");
+            }
+            Err(other) => panic!("connectorId {connector_id:?}: expected 4403, got {other}"),
+            Ok(_) => panic!("connectorId {connector_id:?} was accepted"),
+        }
+    }
+    // The longest allowed one is a session.
+    let longest = "g".repeat(128);
+    assert!(app.ws_client(&admin, Some(&longest)).await.is_ok());
 }
 
 async fn a_members_subscription_never_sees_another_members_events(backend: Backend) {
