@@ -26,7 +26,7 @@ use super::{
     totals::TotalCount,
 };
 use crate::{
-    bus::{Bus, BusCommand},
+    bus::{Bus, BusCommand, DeviceChange, DeviceChangeKind},
     config::Limits,
     store::{
         self, ConnectorSession, NewCommand, Scope, Store, StoreError,
@@ -317,11 +317,18 @@ const REMEMBERED_DELIVERIES: usize = 4096;
 /// What woke a delivery stream up.
 enum Wake {
     Command(Result<Arc<BusCommand>, RecvError>),
-    /// Whether the changed device is now bound to this session.
-    Device(Result<bool, RecvError>),
+    Device(Result<Arc<DeviceChange>, RecvError>),
 }
 
 /// The commands a connector session should receive, marking each DELIVERED.
+///
+/// The stream keeps the ids of the devices bound to its session (read at
+/// the start and after a lag, then kept from the device changes on the bus),
+/// so a new command costs no store query in the sessions that do not host
+/// its device: a user's hundred gateways do not each look up every command.
+/// The set is a filter, not the authority: the hand-over marks a command
+/// DELIVERED only if its device is still bound to this session, in one
+/// statement.
 fn command_delivery(
     store: Store,
     bus: Bus,
@@ -331,6 +338,7 @@ fn command_delivery(
     async_stream::try_stream! {
         let mut commands = bus.subscribe_commands();
         let mut devices = bus.subscribe_devices();
+        let mut hosted: HashSet<Uuid> = HashSet::new();
         let mut delivered: HashSet<Uuid> = HashSet::new();
         let mut order: VecDeque<Uuid> = VecDeque::new();
         // Open commands for the session's devices: at the start, after a lag,
@@ -339,10 +347,15 @@ fn command_delivery(
         loop {
             if resync {
                 resync = false;
+                hosted = store.session_device_ids(session.id).await?.into_iter().collect();
                 for command in store.open_commands_for_session(session.id).await? {
                     if delivered.insert(command.id) {
                         order.push_back(command.id);
-                        yield hand_over(&store, &bus, Arc::new(BusCommand::new(command))).await?;
+                        if let Some(message) =
+                            hand_over(&store, &bus, &session, Arc::new(BusCommand::new(command))).await?
+                        {
+                            yield message;
+                        }
                     }
                 }
             }
@@ -356,32 +369,39 @@ fn command_delivery(
                 // A new or changed command. Cancel-safe.
                 message = commands.recv() => Wake::Command(message),
                 // A device changed (maybe bound to this session). Cancel-safe.
-                message = devices.recv() => Wake::Device(message.map(|change| {
-                    change.device.session_id == Some(session.id)
-                        && change.device.status == DeviceStatus::Online
-                })),
+                message = devices.recv() => Wake::Device(message),
             };
             match wake {
                 Wake::Command(Ok(message)) => {
                     let command = &message.command;
                     let ours = command.status == CommandStatus::Pending
+                        && hosted.contains(&command.device_id)
                         && !delivered.contains(&command.id)
                         && match scope {
                             Scope::All => true,
                             Scope::Owner(owner) => command.owner_id == owner,
-                        }
-                        && store
-                            .device_by_id(command.device_id, scope)
-                            .await
-                            .is_ok_and(|device| device.session_id == Some(session.id));
+                        };
                     if ours {
                         delivered.insert(command.id);
                         order.push_back(command.id);
-                        yield hand_over(&store, &bus, message).await?;
+                        if let Some(message) = hand_over(&store, &bus, &session, message).await? {
+                            yield message;
+                        }
                     }
                 }
-                // A device was bound to this session: deliver what waited for it.
-                Wake::Device(Ok(bound)) => resync = bound,
+                Wake::Device(Ok(change)) => {
+                    let device = &change.device;
+                    let bound = change.kind != DeviceChangeKind::Deleted
+                        && device.session_id == Some(session.id)
+                        && device.status == DeviceStatus::Online;
+                    if bound {
+                        // Deliver what waited for it (a command may also have
+                        // passed on the ring before this change did).
+                        resync = hosted.insert(device.id);
+                    } else {
+                        hosted.remove(&device.id);
+                    }
+                }
                 Wake::Command(Err(RecvError::Lagged(_))) | Wake::Device(Err(RecvError::Lagged(_))) => {
                     resync = true;
                 }
@@ -393,17 +413,24 @@ fn command_delivery(
 
 /// Marks a command DELIVERED (and says so on the bus) before it is handed to
 /// the gateway, so the gateway's answer always comes after DELIVERED.
+/// A command already DELIVERED (listed again after a reconnect: delivery is
+/// at least once) is handed over as it is; `None` when it is no longer this
+/// session's to deliver (answered, expired, or its device is bound
+/// elsewhere now).
 async fn hand_over(
     store: &Store,
     bus: &Bus,
+    session: &ConnectorSession,
     message: Arc<BusCommand>,
-) -> Result<Arc<BusCommand>, StoreError> {
-    match store.mark_delivered(message.command.id).await? {
-        // The message its watchers get: rendered once for both.
-        Some(updated) => Ok(bus.publish_command(updated)),
-        // Already DELIVERED (a repeat after a reconnect) or answered meanwhile.
-        None => Ok(message),
+) -> Result<Option<Arc<BusCommand>>, StoreError> {
+    if message.command.status == CommandStatus::Delivered {
+        return Ok(Some(message));
     }
+    Ok(store
+        .mark_delivered(message.command.id, session.id)
+        .await?
+        // The message its watchers get: rendered once for both.
+        .map(|updated| bus.publish_command(updated)))
 }
 
 /// One command's transitions, starting with `current`, until it is final.

@@ -258,9 +258,17 @@ impl Store {
             .await?)
     }
 
-    /// Marks a PENDING command DELIVERED. Returns the command when this call
-    /// changed it, `None` when it was not PENDING any more.
-    pub async fn mark_delivered(&self, id: Uuid) -> Result<Option<command::Model>, StoreError> {
+    /// Marks a PENDING command DELIVERED to a connector session, if its
+    /// device is still bound to that session: the check and the change are
+    /// one statement, so a command is never handed to a session that has
+    /// just lost its device to a newer one. Returns the command when this
+    /// call changed it, `None` when it was not PENDING any more or its
+    /// device is hosted elsewhere.
+    pub async fn mark_delivered(
+        &self,
+        id: Uuid,
+        session_id: Uuid,
+    ) -> Result<Option<command::Model>, StoreError> {
         let at = now();
         let result = command::Entity::update_many()
             .col_expr(
@@ -271,6 +279,15 @@ impl Store {
             .col_expr(command::Column::UpdatedAt, Expr::value(at))
             .filter(command::Column::Id.eq(id))
             .filter(command::Column::Status.eq(CommandStatus::Pending))
+            .filter(
+                command::Column::DeviceId.in_subquery(
+                    Query::select()
+                        .column(device::Column::Id)
+                        .from(device::Entity)
+                        .and_where(device::Column::SessionId.eq(session_id))
+                        .to_owned(),
+                ),
+            )
             .exec(&self.db)
             .await?;
         if result.rows_affected == 0 {

@@ -306,6 +306,17 @@ impl Store {
         Ok(saved)
     }
 
+    /// The ids of the devices bound to a connector session.
+    pub async fn session_device_ids(&self, session_id: Uuid) -> Result<Vec<Uuid>, StoreError> {
+        Ok(device::Entity::find()
+            .select_only()
+            .column(device::Column::Id)
+            .filter(device::Column::SessionId.eq(session_id))
+            .into_tuple()
+            .all(&self.db)
+            .await?)
+    }
+
     /// Deletes a device with its events and commands (foreign keys cascade).
     pub async fn delete_device(&self, id: Uuid, scope: Scope) -> Result<device::Model, StoreError> {
         let tx = self.begin_write().await?;

@@ -22,6 +22,7 @@ on_both_backends!(
     commands_are_delivered_answered_and_streamed,
     commands_queued_while_the_gateway_was_away_arrive_when_it_returns,
     only_the_hosting_session_may_answer,
+    a_device_taken_over_takes_its_commands_along,
     an_unanswered_command_streams_expired,
 );
 
@@ -375,6 +376,65 @@ async fn only_the_hosting_session_may_answer(backend: Backend) {
         answered["data"]["respondCommand"],
         json!({"status": "FAILED", "result": {"error": "dry"}})
     );
+}
+
+async fn a_device_taken_over_takes_its_commands_along(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let old = app.ws_client(&admin, Some("old-gw")).await.unwrap();
+    let new = app.ws_client(&admin, Some("new-gw")).await.unwrap();
+    // A third gateway of the same user, hosting another device, listens too.
+    let bystander = app.ws_client(&admin, Some("other-gw")).await.unwrap();
+    register(&bystander, "lamp").await;
+    let mut old_inbox = old.subscribe(Op::new(COMMANDS, json!({}))).await.unwrap();
+    let mut new_inbox = new.subscribe(Op::new(COMMANDS, json!({}))).await.unwrap();
+    let mut bystander_inbox = bystander
+        .subscribe(Op::new(COMMANDS, json!({})))
+        .await
+        .unwrap();
+    let device = register(&old, "heater").await;
+    let send = |service: &'static str| {
+        let (app, admin, device) = (&app, &admin, &device);
+        async move {
+            app.gql(
+                Some(admin),
+                SEND,
+                json!({"d": device, "s": service, "t": 300}),
+            )
+            .await
+            .data()["sendCommand"]["id"]
+                .clone()
+        }
+    };
+    let first = send("warm").await;
+    let delivered = next_item(&mut old_inbox).await;
+    assert_eq!(delivered["data"]["commands"]["id"], first);
+    assert_eq!(delivered["data"]["commands"]["status"], "DELIVERED");
+
+    // The device moves to the new gateway before the old one answered: the
+    // unanswered command goes with it (delivery is at least once), and the
+    // new gateway may answer it.
+    register(&new, "heater").await;
+    let moved = next_item(&mut new_inbox).await;
+    assert_eq!(moved["data"]["commands"]["id"], first, "{moved}");
+    let second = send("cool").await;
+    assert_eq!(
+        next_item(&mut new_inbox).await["data"]["commands"]["id"],
+        second
+    );
+    let answered = run_once(&new, RESPOND, json!({"id": first, "ok": true, "r": null})).await;
+    assert_eq!(
+        answered["data"]["respondCommand"]["status"], "SUCCEEDED",
+        "{answered}"
+    );
+    let refused = run_once(&old, RESPOND, json!({"id": second, "ok": true, "r": null})).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN");
+
+    // Neither the old gateway nor the bystander got anything more.
+    for inbox in [&mut old_inbox, &mut bystander_inbox] {
+        let extra = tokio::time::timeout(Duration::from_millis(500), inbox.next()).await;
+        assert!(extra.is_err(), "a command went astray: {extra:?}");
+    }
 }
 
 async fn an_unanswered_command_streams_expired(backend: Backend) {
