@@ -10,7 +10,10 @@
 //!   ones at start, `ferrite migrate` runs them alone.
 //! - one module per change, in order: users, refresh tokens, API keys,
 //!   devices, events, commands, device sessions, nodes, settings, device
-//!   tombstones.
+//!   tombstones, the events index behind `telemetry`.
+//!
+//! One index is an expression, which sea-query cannot write for SQLite; its
+//! migration spells out the one statement, identical on both backends.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -34,6 +37,8 @@ mod m20261122_000008_create_nodes;
 mod m20261122_000009_create_settings;
 /// `device_tombstones`: deleted devices, for subscribers that fell behind.
 mod m20261122_000010_create_device_tombstones;
+/// `events`: an index by device, service and time, for `telemetry`.
+mod m20261202_000011_add_events_telemetry_index;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -51,6 +56,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000008_create_nodes::Migration),
             Box::new(m20261122_000009_create_settings::Migration),
             Box::new(m20261122_000010_create_device_tombstones::Migration),
+            Box::new(m20261202_000011_add_events_telemetry_index::Migration),
         ]
     }
 }

@@ -194,6 +194,8 @@ pub struct Limits {
     pub batch_events: usize,
     /// Most values in one filter list (`ids`, `services`, …).
     pub filter_values: usize,
+    /// Most buckets one `telemetry` query may ask for.
+    pub telemetry_buckets: usize,
     /// Failed logins allowed per client address and username within the window.
     pub login_attempts: u32,
     pub login_window_seconds: u64,
@@ -245,6 +247,7 @@ impl Default for Limits {
             default_page_size: 50,
             batch_events: 1000,
             filter_values: 100,
+            telemetry_buckets: 10_000,
             login_attempts: 5,
             login_window_seconds: 300,
             parallel_password_hashes: 2,
@@ -381,6 +384,7 @@ impl Config {
             ("limits.default_page_size", limits.default_page_size),
             ("limits.batch_events", limits.batch_events as u64),
             ("limits.filter_values", limits.filter_values as u64),
+            ("limits.telemetry_buckets", limits.telemetry_buckets as u64),
             ("limits.login_attempts", u64::from(limits.login_attempts)),
             ("limits.login_window_seconds", limits.login_window_seconds),
             (

@@ -6,8 +6,8 @@
 //! map the result. No query is built here.
 //!
 //! # Layout
-//! - `auth`, `devices`, `events`, `commands`: one area each, with its types;
-//!   merged into [`Query`] and [`Mutation`].
+//! - `auth`, `devices`, `events`, `telemetry`, `commands`: one area each,
+//!   with its types; merged into [`Query`] and [`Mutation`].
 //! - `context`: the caller and state a resolver reads.
 //! - `error`: `extensions.code` for every error.
 //! - `input`: checks on input, cursors and pages.
@@ -30,6 +30,8 @@ mod events;
 mod input;
 /// Subscriptions delivered without per-item execution.
 pub mod live;
+/// Events summarised per time bucket.
+mod telemetry;
 /// `totalCount` of connections.
 mod totals;
 
@@ -45,6 +47,7 @@ pub struct Query(
     auth::AuthQuery,
     devices::DeviceQuery,
     events::EventQuery,
+    telemetry::TelemetryQuery,
     commands::CommandQuery,
 );
 

@@ -12,6 +12,7 @@
 //! - [`entity`]: the tables and the enums stored in them.
 //! - `users`, `api_keys`, `refresh_tokens`, `devices`, `events`, `commands`:
 //!   the queries of one table each, as methods on [`Store`].
+//! - `telemetry`: events summarised per time bucket.
 //! - `page`: keyset pagination shared by every list.
 
 pub mod entity;
@@ -24,6 +25,7 @@ mod nodes;
 mod page;
 mod refresh_tokens;
 mod retention;
+mod telemetry;
 mod users;
 
 use std::{path::Path, time::Duration};
@@ -43,6 +45,7 @@ pub use devices::{
 pub use events::{EventFilter, EventJob, NewEvent, StoredEvent};
 pub use page::{Page, PageArgs};
 pub use refresh_tokens::RotateOutcome;
+pub use telemetry::{TelemetryBucket, TelemetryQuery};
 
 /// Which tenants' rows a caller may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,3 +14,4 @@ mod http;
 mod readme;
 mod realtime;
 mod shutdown;
+mod telemetry;

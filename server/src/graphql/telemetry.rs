@@ -1,0 +1,160 @@
+//! `telemetry`: a number from one device's events, per time bucket — the
+//! history behind a chart, at the resolution the chart can show.
+
+use async_graphql::{Context, ID, Object};
+use chrono::{DateTime, Utc};
+
+use super::{
+    context::{principal, state},
+    error::{ApiError, ApiResult, OrNotFound},
+    input,
+};
+use crate::store::{self, entity::Permission};
+
+const SERVICE_MAX: usize = 128;
+/// Keys in a `field` path, and characters in the whole path.
+const FIELD_KEYS_MAX: usize = 8;
+const FIELD_CHARS_MAX: usize = 256;
+
+/// What one bucket's events said about the field. `start` is inclusive,
+/// `end` exclusive. A bucket without a value has `count` 0 and the rest null.
+pub struct TelemetryBucket(store::TelemetryBucket);
+
+#[Object]
+impl TelemetryBucket {
+    async fn start(&self) -> DateTime<Utc> {
+        self.0.start
+    }
+    /// `start` plus `bucketSeconds`, or `to` for a shorter last bucket.
+    async fn end(&self) -> DateTime<Utc> {
+        self.0.end
+    }
+    /// Events in the bucket whose field holds a number or a boolean.
+    async fn count(&self) -> i32 {
+        i32::try_from(self.0.count).unwrap_or(i32::MAX)
+    }
+    async fn min(&self) -> Option<f64> {
+        self.0.min
+    }
+    async fn max(&self) -> Option<f64> {
+        self.0.max
+    }
+    async fn avg(&self) -> Option<f64> {
+        self.0.sum.map(|sum| sum / self.0.count as f64)
+    }
+    async fn sum(&self) -> Option<f64> {
+        self.0.sum
+    }
+    /// The value of the bucket's earliest event.
+    async fn first(&self) -> Option<f64> {
+        self.0.first
+    }
+    /// The value of the bucket's latest event.
+    async fn last(&self) -> Option<f64> {
+        self.0.last
+    }
+}
+
+#[derive(Default)]
+pub struct TelemetryQuery;
+
+// The arguments are the contract's (DESIGN.md), one GraphQL argument each.
+#[allow(clippy::too_many_arguments)]
+#[Object]
+impl TelemetryQuery {
+    /// One number from a device's events of one `service`, summarised per
+    /// bucket of `bucketSeconds` from `from` (inclusive) to `to` (exclusive):
+    /// every bucket, oldest first, empty ones included. `field` is the key of
+    /// the number in the payload, a dotted path of keys for a nested one
+    /// (`"env.temperature"`), or `""` when the payload is the number itself.
+    /// Numbers count as they are, booleans as 1 and 0; events where the field
+    /// is missing or holds anything else are skipped. An event counts at
+    /// `occurredAt` when the device sent one, else at `receivedAt`. At most
+    /// `limits.telemetry_buckets` (10 000) buckets per query.
+    async fn telemetry(
+        &self,
+        ctx: &Context<'_>,
+        device_id: ID,
+        service: String,
+        field: String,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_seconds: i32,
+    ) -> ApiResult<Vec<TelemetryBucket>> {
+        let caller = principal(ctx, Permission::Read)?;
+        let app = state(ctx);
+        input::text("service", &service, SERVICE_MAX)?;
+        if bucket_seconds < 1 {
+            return Err(ApiError::bad_input("bucketSeconds must be at least 1"));
+        }
+        if to <= from {
+            return Err(ApiError::bad_input("to must be later than from"));
+        }
+        let query = store::TelemetryQuery {
+            device_id: input::uuid_id("device", &device_id)?,
+            service,
+            field: field_path(&field)?,
+            from,
+            to,
+            bucket_seconds: i64::from(bucket_seconds),
+        };
+        let max = app.config.limits.telemetry_buckets;
+        let buckets = query.bucket_count();
+        if buckets > max as u64 {
+            return Err(ApiError::bad_input(format!(
+                "from..to in buckets of {bucket_seconds} s makes {buckets} buckets; \
+                 the limit is {max}: ask for longer buckets or a shorter span"
+            )));
+        }
+        let found = app
+            .store
+            .telemetry(caller.scope(), &query)
+            .await
+            .or_not_found("device")?;
+        Ok(found.into_iter().map(TelemetryBucket).collect())
+    }
+}
+
+/// `"a.b"` → `["a", "b"]`; `""` → the payload itself. Keys may hold any
+/// printable character except `.` (the separator), `"` and `\`.
+fn field_path(field: &str) -> ApiResult<Vec<String>> {
+    if field.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bad = |why: &str| ApiError::bad_input(format!("field: {why}"));
+    if field.chars().count() > FIELD_CHARS_MAX {
+        return Err(bad(&format!("at most {FIELD_CHARS_MAX} characters")));
+    }
+    let keys: Vec<String> = field.split('.').map(str::to_owned).collect();
+    if keys.len() > FIELD_KEYS_MAX {
+        return Err(bad(&format!("at most {FIELD_KEYS_MAX} keys")));
+    }
+    if keys.iter().any(String::is_empty) {
+        return Err(bad("an empty key (two dots, or a dot at an end)"));
+    }
+    if field
+        .chars()
+        .any(|c| c.is_control() || c == '"' || c == '\\')
+    {
+        return Err(bad("no quotes, backslashes or control characters"));
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_path;
+
+    #[test]
+    fn a_field_is_a_dotted_path_of_keys() {
+        assert_eq!(field_path("").unwrap(), Vec::<String>::new());
+        assert_eq!(field_path("temperature").unwrap(), ["temperature"]);
+        assert_eq!(field_path("env.t-1 °C").unwrap(), ["env", "t-1 °C"]);
+        for bad in [".", "a.", ".a", "a..b", "a\"b", "a\\b", "a\nb"] {
+            assert!(field_path(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(field_path("a.".repeat(8).trim_end_matches('.')).is_ok());
+        assert!(field_path("a.".repeat(9).trim_end_matches('.')).is_err());
+        assert!(field_path(&"x".repeat(257)).is_err());
+    }
+}
