@@ -682,7 +682,15 @@ fn prepare_one(
         device: event.device,
         service: event.service,
         payload,
-        occurred_at: event.occurred_at.map(|at| at.to_rfc3339()),
+        // Unless the caller knows better, the event happened now: an event
+        // that waits in the outbox through an outage still carries the time
+        // it was taken, not the time the server finally got it.
+        occurred_at: Some(
+            event
+                .occurred_at
+                .unwrap_or_else(chrono::Utc::now)
+                .to_rfc3339(),
+        ),
         idempotency_key,
     })
 }

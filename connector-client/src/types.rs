@@ -199,7 +199,9 @@ impl Event {
         }
     }
 
-    /// When it happened by the device's clock.
+    /// When it happened by the device's clock. Default: when the event was
+    /// handed to the library (`event`, `publish`, `queue`), so an event that
+    /// waited in the outbox keeps the time it was taken.
     pub fn occurred_at(mut self, at: DateTime<Utc>) -> Self {
         self.occurred_at = Some(at);
         self

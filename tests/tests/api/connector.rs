@@ -490,6 +490,7 @@ async fn a_server_unreachable_at_start_gets_the_events_once_it_is_up() {
         .request_timeout(Duration::from_millis(500))
         .unwrap();
     let connector = Connector::start(options).await.unwrap();
+    let taken_from = chrono::Utc::now();
     let error = connector
         .register(DeviceSpec::new("early"))
         .await
@@ -506,6 +507,7 @@ async fn a_server_unreachable_at_start_gets_the_events_once_it_is_up() {
         .await
         .unwrap();
     assert_eq!(connector.pending_events().await, 20);
+    let taken_until = chrono::Utc::now();
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(matches!(
         *connector.state().borrow(),
@@ -521,6 +523,29 @@ async fn a_server_unreachable_at_start_gets_the_events_once_it_is_up() {
     );
     let early = device(&app, &token, "early").await.unwrap();
     assert_eq!(early["status"], "ONLINE");
+
+    // Each event carries the time it was taken, not the time it arrived.
+    let times = app
+        .gql(
+            Some(&token),
+            "{ events(first: 50) { nodes { occurredAt receivedAt } } }",
+            json!({}),
+        )
+        .await;
+    let parse = |value: &Value| {
+        chrono::DateTime::parse_from_rfc3339(value.as_str().expect("a time"))
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let nodes = times.data()["events"]["nodes"].as_array().unwrap().clone();
+    assert_eq!(nodes.len(), 20);
+    for node in &nodes {
+        let (occurred, received) = (parse(&node["occurredAt"]), parse(&node["receivedAt"]));
+        assert!(
+            taken_from <= occurred && occurred <= taken_until && taken_until < received,
+            "taken {taken_from}..{taken_until}, occurred {occurred}, received {received}"
+        );
+    }
     connector.shutdown().await.unwrap();
 }
 
