@@ -234,7 +234,16 @@ fn bad_configuration_is_refused_clearly() {
         ),
         Case::file("jwt_secret = \"short\"\n", "jwt_secret"),
         Case::file("database_url = \"mysql://x\"\n", "database_url"),
+        Case::file(
+            "[limits]\ntelemetry_buckets = 0\n",
+            "limits.telemetry_buckets",
+        ),
+        Case::file("[limits]\ntelemetry_buckets = -1\n", "telemetry_buckets"),
         Case::env(&[("FERRITE_LIMITS__PAYLOAD_BYTES", "abc")], "payload_bytes"),
+        Case::env(
+            &[("FERRITE_LIMITS__TELEMETRY_BUCKETS", "lots")],
+            "telemetry_buckets",
+        ),
         Case::env(&[("FERRITE_LISTEN", "garbage")], "listen"),
         Case::env(&[("FERRITE_ADMIN_PASSWORD", "short")], "admin_password"),
         Case {
