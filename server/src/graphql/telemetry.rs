@@ -29,7 +29,8 @@ impl TelemetryBucket {
     async fn end(&self) -> DateTime<Utc> {
         self.0.end
     }
-    /// Events in the bucket whose field holds a number or a boolean.
+    /// Events in the bucket whose field holds a number or a boolean (at
+    /// most 2 147 483 647, GraphQL's largest Int).
     async fn count(&self) -> i32 {
         i32::try_from(self.0.count).unwrap_or(i32::MAX)
     }
@@ -39,9 +40,13 @@ impl TelemetryBucket {
     async fn max(&self) -> Option<f64> {
         self.0.max
     }
+    /// `sum / count`; null when the sum is (values adding up past the
+    /// largest double).
     async fn avg(&self) -> Option<f64> {
         self.0.sum.map(|sum| sum / self.0.count as f64)
     }
+    /// Null for an empty bucket, and when the values add up past the
+    /// largest double.
     async fn sum(&self) -> Option<f64> {
         self.0.sum
     }

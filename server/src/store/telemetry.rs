@@ -61,6 +61,7 @@ pub struct TelemetryBucket {
     pub count: u64,
     pub min: Option<f64>,
     pub max: Option<f64>,
+    /// None as well when the values add up past the largest double.
     pub sum: Option<f64>,
     /// The value of the earliest event (by time, then id).
     pub first: Option<f64>,
@@ -149,7 +150,9 @@ impl Bucketing {
                     count: totals.count,
                     min: counted.then_some(totals.min),
                     max: counted.then_some(totals.max),
-                    sum: counted.then_some(totals.sum),
+                    // Values near the largest double can add up past it; an
+                    // infinite sum is not a number GraphQL can send.
+                    sum: counted.then_some(totals.sum).filter(|sum| sum.is_finite()),
                     first: totals.first.map(|(_, value)| value),
                     last: totals.last.map(|(_, value)| value),
                 }
@@ -370,6 +373,19 @@ mod tests {
         assert_eq!(bucket.last, Some(3.0));
         assert_eq!((bucket.min, bucket.max), (Some(-4.0), Some(8.0)));
         assert_eq!(bucket.count, 4);
+    }
+
+    #[test]
+    fn a_sum_past_the_largest_double_is_left_out_not_infinite() {
+        let mut buckets = Bucketing::new(&query(at(0, 0), at(10, 0), 10));
+        buckets.add(at(1, 0), 1, 1e308);
+        buckets.add(at(2, 0), 2, 1e308);
+        let bucket = &buckets.finish()[0];
+        assert_eq!(bucket.sum, None);
+        assert_eq!(
+            (bucket.count, bucket.max, bucket.last),
+            (2, Some(1e308), Some(1e308))
+        );
     }
 
     #[test]

@@ -306,6 +306,24 @@ async fn telemetry_reads_booleans_bare_payloads_and_odd_keys(backend: Backend) {
     }
     let missing = series.buckets("odd", "a.b.c.d", minute, 60).await;
     assert_eq!(missing[0]["count"], 0);
+
+    // Values that add up past the largest double: no sum or average, the
+    // rest as usual (not an error).
+    series.publish("big", Some(1.0), json!(1e308)).await;
+    series.publish("big", Some(2.0), json!(1e308)).await;
+    let big = series.buckets("big", "", minute, 60).await;
+    assert_eq!(
+        figures(&big[0]),
+        (
+            2,
+            json!(1e308),
+            json!(1e308),
+            Value::Null,
+            json!(1e308),
+            json!(1e308)
+        )
+    );
+    assert_eq!(big[0]["avg"], Value::Null);
 }
 
 async fn an_event_without_occurred_at_counts_when_it_was_received(backend: Backend) {
