@@ -77,6 +77,16 @@ pub struct Config {
     pub bus: BusConfig,
     pub websocket: WebSocketConfig,
     pub retention: RetentionConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` without a credential (for a scraper on a private
+    /// network). Off: an ADMIN user's token or API key is required.
+    pub public: bool,
 }
 
 /// How long events are kept.
@@ -231,6 +241,7 @@ impl Default for Config {
             bus: BusConfig::default(),
             websocket: WebSocketConfig::default(),
             retention: RetentionConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

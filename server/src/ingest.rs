@@ -31,6 +31,7 @@ use tokio::{
 
 use crate::{
     bus::{Bus, BusEvent},
+    metrics::IngestMetrics,
     store::{Checkpoint, EventJob, NewEvent, Scope, Store, StoreError, StoredEvent},
 };
 
@@ -135,10 +136,11 @@ impl Ingest {
         store: Store,
         bus: Bus,
         settings: IngestSettings,
+        metrics: IngestMetrics,
     ) -> (Ingest, Checkpoints, JoinHandle<()>) {
         let (queue, jobs) = mpsc::channel(settings.queue.max(1));
         let (checkpoints, requests) = mpsc::channel(1);
-        let writer = tokio::spawn(write_batches(store, bus, settings, jobs, requests));
+        let writer = tokio::spawn(write_batches(store, bus, settings, metrics, jobs, requests));
         (Ingest { queue }, Checkpoints(checkpoints), writer)
     }
 
@@ -167,6 +169,7 @@ async fn write_batches(
     store: Store,
     bus: Bus,
     settings: IngestSettings,
+    metrics: IngestMetrics,
     mut jobs: mpsc::Receiver<Job>,
     mut checkpoints: mpsc::Receiver<CheckpointReply>,
 ) {
@@ -208,13 +211,18 @@ async fn write_batches(
             count += job.job.events.len();
             batch.push(job);
         }
-        commit(&store, &bus, batch).await;
+        commit(&store, &bus, &metrics, batch).await;
     }
 }
 
-async fn commit(store: &Store, bus: &Bus, batch: Vec<Job>) {
+async fn commit(store: &Store, bus: &Bus, metrics: &IngestMetrics, batch: Vec<Job>) {
     let (jobs, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.job, j.reply)).unzip();
-    match store.insert_event_batch(&jobs).await {
+    let started = Instant::now();
+    let stored = store.insert_event_batch(&jobs).await;
+    metrics
+        .commit_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match stored {
         Ok(outcomes) => {
             let mut fresh: Vec<BusEvent> = outcomes
                 .iter()
@@ -223,6 +231,8 @@ async fn commit(store: &Store, bus: &Bus, batch: Vec<Job>) {
                 .map(|stored| BusEvent::from(stored.clone()))
                 .collect();
             fresh.sort_by_key(|e| e.event.id);
+            metrics.batches.inc();
+            metrics.events.inc_by(fresh.len() as u64);
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 // The publisher may have gone away; its events are stored anyway.
                 let _ = reply.send(outcome);
@@ -284,7 +294,12 @@ mod tests {
             linger: Duration::ZERO,
             queue: 64,
         };
-        let (ingest, checkpoints, writer) = Ingest::spawn(store.clone(), Bus::new(16), settings);
+        let (ingest, checkpoints, writer) = Ingest::spawn(
+            store.clone(),
+            Bus::new(16),
+            settings,
+            IngestMetrics::default(),
+        );
 
         // One publisher, never pausing until its budget of commits is
         // spent: there is always a batch being written.

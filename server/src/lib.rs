@@ -26,10 +26,12 @@ pub mod cli;
 pub mod config;
 /// The GraphQL schema and resolvers.
 pub mod graphql;
-/// The axum router: `/graphql`, GraphiQL, health.
+/// The axum router: `/graphql`, GraphiQL, health, metrics.
 pub mod http;
 /// The group-commit writer of events.
 pub mod ingest;
+/// `/metrics`: counters and gauges in the Prometheus text format.
+pub mod metrics;
 /// Which devices are online, keyed by connector session.
 pub mod presence;
 /// SeaORM entities and every query.
@@ -69,6 +71,7 @@ pub struct AppState {
     pub ingest: Ingest,
     pub presence: Presence,
     pub config: Arc<Config>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Why the server could not start.
@@ -154,7 +157,8 @@ impl Server {
                     source,
                 })?;
         let node_id = uuid::Uuid::new_v4();
-        let (bus, relay) = if store.backend() == sea_orm::DbBackend::Postgres {
+        let metrics = Arc::new(metrics::Metrics::new());
+        let (mut bus, relay) = if store.backend() == sea_orm::DbBackend::Postgres {
             let (bus, relay) = Bus::relayed(
                 config.bus.capacity,
                 node_id,
@@ -164,11 +168,16 @@ impl Server {
         } else {
             (Bus::new(config.bus.capacity), None)
         };
+        bus.count_catch_ups(metrics.catch_ups.clone());
         let presence = Presence::start(node_id, store.clone(), bus.clone())
             .await
             .map_err(StartError::Database)?;
-        let (ingest, checkpoints, ingest_writer) =
-            Ingest::spawn(store.clone(), bus.clone(), config.ingest_settings());
+        let (ingest, checkpoints, ingest_writer) = Ingest::spawn(
+            store.clone(),
+            bus.clone(),
+            config.ingest_settings(),
+            metrics.ingest.clone(),
+        );
         Ok(Server {
             state: AppState {
                 store,
@@ -177,6 +186,7 @@ impl Server {
                 ingest,
                 presence,
                 config: Arc::new(config),
+                metrics,
             },
             listener,
             generated_admin_password,

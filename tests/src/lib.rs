@@ -160,6 +160,14 @@ impl StoppedApp {
     }
 }
 
+/// The value of the metric sample named exactly `sample` (labels
+/// included, e.g. `ferrite_devices{status="ONLINE"}`) in `/metrics` text.
+pub fn metric_sample(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// What a GraphQL call answered.
 #[derive(Debug)]
 pub struct GqlResponse {
@@ -380,6 +388,17 @@ impl TestApp {
             content_type,
             body,
         }
+    }
+
+    /// `GET /metrics` with an optional bearer token: status and body.
+    pub async fn scrape_metrics(&self, token: Option<&str>) -> (u16, String) {
+        let mut request = self.client.get(self.url("/metrics"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("an answer");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("a body"))
     }
 
     /// Logs in and returns the access token.

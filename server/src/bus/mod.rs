@@ -30,6 +30,7 @@ use std::{
 };
 
 use async_graphql::futures_util::{FutureExt, Stream, StreamExt, future::BoxFuture};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use uuid::Uuid;
@@ -147,6 +148,8 @@ pub struct Bus {
     /// Set on PostgreSQL: changes are also told to the other nodes, and
     /// events reach the rings through the relay.
     relay: Option<postgres::RelayLink>,
+    /// Counts event subscribers that lagged and caught up from the store.
+    catch_ups: Counter,
 }
 
 impl Bus {
@@ -160,7 +163,13 @@ impl Bus {
             commands: broadcast::channel(capacity).0,
             revocations: broadcast::channel(64).0,
             relay: None,
+            catch_ups: Counter::default(),
         }
+    }
+
+    /// Counts lagging event subscribers in `counter` (the server's metric).
+    pub fn count_catch_ups(&mut self, counter: Counter) {
+        self.catch_ups = counter;
     }
 
     /// The ingest writer committed these events.
@@ -324,6 +333,7 @@ pub struct EventStream {
     /// Once `page` is yielded, read another page before going live.
     catching_up: bool,
     ended: bool,
+    catch_ups: Counter,
 }
 
 /// What a store read of [`EventStream`] brings back.
@@ -378,6 +388,7 @@ impl EventStream {
             page: Vec::new().into_iter(),
             catching_up: false,
             ended: false,
+            catch_ups: bus.catch_ups.clone(),
         }
     }
 
@@ -456,6 +467,7 @@ impl Stream for EventStream {
                         "an event subscriber lagged; catching up from the store"
                     );
                     this.catching_up = true;
+                    this.catch_ups.inc();
                 }
                 None => {
                     this.ended = true;

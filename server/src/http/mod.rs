@@ -1,5 +1,5 @@
 //! The HTTP surface: GraphQL over HTTP and WebSocket on `/graphql`,
-//! GraphiQL, health.
+//! GraphiQL, health, metrics.
 //!
 //! `/graphql` follows the GraphQL-over-HTTP spec: POST with an
 //! `application/json` body, or GET with `query`, `variables` and
@@ -38,6 +38,7 @@ use crate::{
     AppState,
     auth::AuthError,
     graphql::{FerriteSchema, RequestContext, live},
+    store::entity::Role,
 };
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -86,6 +87,7 @@ pub fn router(app: AppState, schema: FerriteSchema, sockets: SocketShutdown) -> 
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(HttpState(Arc::new(Shared {
             app,
             schema,
@@ -106,6 +108,52 @@ async fn readyz(State(state): State<HttpState>) -> Response {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(err) => {
             tracing::warn!(error = %err, "readiness check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response()
+        }
+    }
+}
+
+/// Prometheus / OpenMetrics text. It counts every tenant's traffic, so it
+/// needs an ADMIN user's access token or API key, unless `metrics.public`
+/// opens it (a scraper on a private network). Errors are JSON in the shape
+/// of GraphQL's, like every error of this server.
+async fn metrics(
+    State(state): State<HttpState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !state.app.config.metrics.public {
+        let context = match request_context(&state.app, &headers, client, Format::Json).await {
+            Ok(context) => context,
+            Err(refused) => return refused,
+        };
+        match context.principal {
+            None => {
+                return error_response(
+                    Format::Json,
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHENTICATED",
+                    "send `Authorization: Bearer <token>` with an ADMIN user's access token or API key",
+                );
+            }
+            Some(principal) if principal.role != Role::Admin => {
+                return error_response(
+                    Format::Json,
+                    StatusCode::FORBIDDEN,
+                    "FORBIDDEN",
+                    "metrics cover every tenant: they are for ADMIN users",
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    match state.app.metrics.render(&state.app.store).await {
+        Ok(text) => {
+            let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+            ([(header::CONTENT_TYPE, content_type)], text).into_response()
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "metrics: database unreachable");
             (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response()
         }
     }

@@ -51,6 +51,7 @@ use uuid::Uuid;
 use crate::{
     auth,
     graphql::{RequestContext, SocketLease, error::ApiError, live},
+    metrics::GaugeGuard,
     store::ConnectorSession,
 };
 
@@ -176,6 +177,7 @@ struct Connection {
 
 impl Connection {
     async fn run(mut self, socket: WebSocket) {
+        let _open = GaugeGuard::new(&self.state.app.metrics.sockets.open);
         let settings = self.state.app.config.websocket.clone();
         let keepalive = Duration::from_secs(settings.keepalive_seconds);
         let idle_timeout = Duration::from_secs(settings.idle_timeout_seconds);
@@ -283,6 +285,7 @@ impl Connection {
         // Dropping the operations ends their streams and bus subscriptions.
         drop(operations);
         if let Some(session_id) = self.connector_session {
+            self.state.app.metrics.sockets.connector_sessions.dec();
             Box::pin(self.state.app.presence.session_closed(session_id)).await;
         }
         if let Some(Close(code, reason)) = close {
@@ -314,6 +317,9 @@ impl Connection {
                 match self.authenticate(payload.as_ref()).await {
                     Ok(context) => {
                         self.connector_session = context.session.as_ref().map(|s| s.id);
+                        if self.connector_session.is_some() {
+                            self.state.app.metrics.sockets.connector_sessions.inc();
+                        }
                         let credential = Credential {
                             expires: context
                                 .socket

@@ -95,6 +95,23 @@ pub struct DeviceUpdate {
 pub const DEFAULT_DEVICE_TYPE: &str = "generic";
 
 impl Store {
+    /// How many devices of every tenant are in each status, for `/metrics`;
+    /// a status no device has is left out.
+    pub async fn device_count_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let counts = device::Entity::find()
+            .select_only()
+            .column(device::Column::Status)
+            .column_as(device::Column::Id.count(), "count")
+            .group_by(device::Column::Status)
+            .into_tuple::<(String, i64)>()
+            .all(&self.db)
+            .await?;
+        Ok(counts
+            .into_iter()
+            .map(|(status, count)| (status, count.max(0) as u64))
+            .collect())
+    }
+
     pub async fn device_by_id(&self, id: Uuid, scope: Scope) -> Result<device::Model, StoreError> {
         scoped(
             device::Entity::find_by_id(id),

@@ -11,6 +11,7 @@ mod events;
 mod gateway_processes;
 mod gateways;
 mod http;
+mod metrics;
 mod readme;
 mod realtime;
 mod shutdown;

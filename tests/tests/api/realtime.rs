@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use ferrite_e2e::{
-    Backend, TestApp, on_both_backends,
+    Backend, TestApp, metric_sample, on_both_backends,
     ws::{Inbox, Op, RawSocket, close_code, next_json, next_text, run_once, send_json},
 };
 use futures_util::{SinkExt, StreamExt};
@@ -317,6 +317,10 @@ async fn a_subscriber_that_stops_reading_gets_every_event_exactly_once(backend: 
     );
     let extra = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
     assert!(extra.is_err(), "a duplicate arrived: {extra:?}");
+    // And the operator can see that it happened.
+    let (_, metrics) = app.scrape_metrics(Some(&admin)).await;
+    let catch_ups = metric_sample(&metrics, "ferrite_subscriber_catch_ups_total");
+    assert!(catch_ups >= Some(1.0), "{catch_ups:?}");
 }
 
 async fn garbage_on_the_socket_gets_the_protocols_close_codes(backend: Backend) {
