@@ -239,6 +239,8 @@ fn bad_configuration_is_refused_clearly() {
             "limits.telemetry_buckets",
         ),
         Case::file("[limits]\ntelemetry_buckets = -1\n", "telemetry_buckets"),
+        Case::file("[metrics]\npublic = \"yes\"\n", "public"),
+        Case::file("[metrics]\nopen = true\n", "open"),
         Case::env(&[("FERRITE_LIMITS__PAYLOAD_BYTES", "abc")], "payload_bytes"),
         Case::env(
             &[("FERRITE_LIMITS__TELEMETRY_BUCKETS", "lots")],
