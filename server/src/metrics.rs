@@ -196,14 +196,13 @@ impl Metrics {
     }
 }
 
-/// The process's resident set, from `/proc/self/statm` (Linux); `None`
-/// elsewhere.
+/// The process's resident set, from `VmRSS` in `/proc/self/status`
+/// (Linux; in kB whatever the page size); `None` elsewhere.
 fn resident_memory_bytes() -> Option<i64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // The page size is 4 KiB on every Linux this runs on (x86_64, aarch64
-    // with 4K pages); reading it would need libc.
-    Some(pages * 4096)
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 #[cfg(test)]
