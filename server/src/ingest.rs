@@ -258,18 +258,14 @@ mod tests {
     };
 
     use super::*;
-    use crate::store::{DeviceRegistration, StoreOptions, entity::Role};
+    use crate::store::{DeviceRegistration, entity::Role};
 
     /// Under steady writing, a checkpoint round makes SQLite's log start
     /// over (real SQLite). Before the writer finished checkpoints, the log
     /// only grew while anything was written.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn checkpoints_let_the_log_start_over_under_steady_writing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&Store::sqlite_url(dir.path()), &StoreOptions::default())
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        let (_dir, store) = Store::temporary().await;
         let owner = store
             .create_user("owner", "x".into(), Role::Member)
             .await

@@ -208,15 +208,10 @@ fn resident_memory_bytes() -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreOptions;
 
     #[tokio::test]
     async fn the_text_is_openmetrics_with_every_metric() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&Store::sqlite_url(dir.path()), &StoreOptions::default())
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        let (_dir, store) = Store::temporary().await;
         let metrics = Metrics::new();
         metrics.ingest.events.inc_by(5);
         metrics.ingest.commit_seconds.observe(0.002);

@@ -432,7 +432,7 @@ mod tests {
     use async_graphql::futures_util::{FutureExt, StreamExt};
 
     use super::*;
-    use crate::store::{DeviceRegistration, StoreOptions, entity::Role};
+    use crate::store::{DeviceRegistration, entity::Role};
 
     async fn register(store: &Store, owner: uuid::Uuid, external_id: &str) -> device::Model {
         let registration = DeviceRegistration {
@@ -450,11 +450,7 @@ mod tests {
     /// UPDATED and the ones deleted meanwhile as DELETED (real SQLite).
     #[tokio::test]
     async fn a_lagging_subscriber_is_told_about_deletions_it_missed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&Store::sqlite_url(dir.path()), &StoreOptions::default())
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        let (_dir, store) = Store::temporary().await;
         let owner = store
             .create_user("owner", "x".into(), Role::Member)
             .await

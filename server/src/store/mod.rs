@@ -177,6 +177,18 @@ impl Store {
         Ok(())
     }
 
+    /// For unit tests: a migrated store on real SQLite in a fresh
+    /// directory, which lives as long as the returned guard.
+    #[cfg(test)]
+    pub(crate) async fn temporary() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::connect(&Store::sqlite_url(dir.path()), &StoreOptions::default())
+            .await
+            .expect("SQLite opens");
+        store.migrate().await.expect("the migrations run");
+        (dir, store)
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.db.ping().await?;

@@ -299,14 +299,7 @@ mod tests {
     async fn sqlite_answers_from_the_telemetry_index() {
         use sea_orm::ConnectionTrait;
 
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(
-            &Store::sqlite_url(dir.path()),
-            &super::super::StoreOptions::default(),
-        )
-        .await
-        .unwrap();
-        store.migrate().await.unwrap();
+        let (_dir, store) = Store::temporary().await;
         let mut query = query(at(0, 0), at(60, 0), 10);
         query.field = vec!["env".into(), "t".into()];
         let statement = store.telemetry_statement(&query);
