@@ -137,7 +137,8 @@ impl Server {
             Some(secret) => secret.expose().as_bytes().to_vec(),
             None => load_or_create_jwt_secret(&config.data_dir)?,
         };
-        let auth = Auth::new(
+        let metrics = Arc::new(metrics::Metrics::new());
+        let mut auth = Auth::new(
             store.clone(),
             &secret,
             &AuthSettings {
@@ -148,6 +149,7 @@ impl Server {
                 login_window: Duration::from_secs(config.limits.login_window_seconds),
             },
         );
+        auth.count_logins(metrics.logins.clone());
         let generated_admin_password = bootstrap_admin(&store, &auth, &config).await?;
         let listener =
             TcpListener::bind(config.listen)
@@ -157,7 +159,6 @@ impl Server {
                     source,
                 })?;
         let node_id = uuid::Uuid::new_v4();
-        let metrics = Arc::new(metrics::Metrics::new());
         let (mut bus, relay) = if store.backend() == sea_orm::DbBackend::Postgres {
             let (bus, relay) = Bus::relayed(
                 config.bus.capacity,

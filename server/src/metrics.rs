@@ -45,6 +45,16 @@ impl Default for IngestMetrics {
     }
 }
 
+/// What logins count: the figures to alert on when someone guesses
+/// passwords.
+#[derive(Clone, Debug, Default)]
+pub struct LoginMetrics {
+    /// Wrong username or password.
+    pub failed: Counter,
+    /// Refused without checking, by the throttle (RATE_LIMITED).
+    pub throttled: Counter,
+}
+
 /// What the WebSocket transport counts.
 #[derive(Clone, Debug, Default)]
 pub struct SocketMetrics {
@@ -80,6 +90,7 @@ pub struct Metrics {
     registry: Registry,
     pub ingest: IngestMetrics,
     pub sockets: SocketMetrics,
+    pub logins: LoginMetrics,
     /// Event subscribers that fell behind the live ring and caught up from
     /// the store.
     pub catch_ups: Counter,
@@ -102,6 +113,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let (ingest, sockets) = (IngestMetrics::default(), SocketMetrics::default());
+        let logins = LoginMetrics::default();
         let catch_ups = Counter::default();
         let devices = Family::<StatusLabel, Gauge>::default();
         let resident_memory = Gauge::default();
@@ -134,6 +146,16 @@ impl Metrics {
             sockets.connector_sessions.clone(),
         );
         registry.register(
+            "logins_failed",
+            "Logins refused for a wrong username or password",
+            logins.failed.clone(),
+        );
+        registry.register(
+            "logins_throttled",
+            "Logins refused by the throttle (RATE_LIMITED) without checking the password",
+            logins.throttled.clone(),
+        );
+        registry.register(
             "subscriber_catch_ups",
             "Event subscribers that fell behind the live stream and read what they missed from the store",
             catch_ups.clone(),
@@ -153,6 +175,7 @@ impl Metrics {
             registry,
             ingest,
             sockets,
+            logins,
             catch_ups,
             devices,
             resident_memory,

@@ -30,6 +30,7 @@ pub use password::PasswordHasher;
 pub use throttle::LoginThrottle;
 pub use token::JwtKeys;
 
+use crate::metrics::LoginMetrics;
 use crate::store::{
     RotateOutcome, Scope, Store, StoreError,
     entity::{Permission, Role, api_key, user},
@@ -174,6 +175,7 @@ pub struct Auth {
     hasher: PasswordHasher,
     throttle: LoginThrottle,
     refresh_token_ttl: Duration,
+    logins: LoginMetrics,
 }
 
 /// Password length limits: a minimum for safety, a maximum so a huge
@@ -200,7 +202,13 @@ impl Auth {
             hasher: PasswordHasher::new(settings.parallel_hashes),
             throttle: LoginThrottle::new(settings.login_attempts, settings.login_window),
             refresh_token_ttl: settings.refresh_token_ttl,
+            logins: LoginMetrics::default(),
         }
+    }
+
+    /// Counts failed and throttled logins in `logins` (the server's metrics).
+    pub fn count_logins(&mut self, logins: LoginMetrics) {
+        self.logins = logins;
     }
 
     pub fn hasher(&self) -> &PasswordHasher {
@@ -237,9 +245,13 @@ impl Auth {
         username: &str,
         password: &str,
     ) -> Result<SessionTokens, AuthError> {
-        self.throttle.check(client, username)?;
+        if let Err(throttled) = self.throttle.check(client, username) {
+            self.logins.throttled.inc();
+            return Err(throttled);
+        }
         if password.len() > PASSWORD_MAX_BYTES {
             self.throttle.record_failure(client, username);
+            self.logins.failed.inc();
             return Err(AuthError::Unauthenticated("wrong username or password"));
         }
         let user = match self.store.user_by_username(username).await {
@@ -256,6 +268,7 @@ impl Auth {
             }
             _ => {
                 self.throttle.record_failure(client, username);
+                self.logins.failed.inc();
                 Err(AuthError::Unauthenticated("wrong username or password"))
             }
         }

@@ -148,4 +148,19 @@ async fn metrics_follow_events_sockets_and_devices(backend: Backend) {
         metric_sample(&after, "ferrite_devices{status=\"ONLINE\"}"),
         Some(0.0)
     );
+
+    // Someone guesses passwords: five wrong ones, then the throttle.
+    let guess = "mutation { login(username: \"admin\", password: \"guess-1234\") { accessToken } }";
+    for _ in 0..6 {
+        app.gql(None, guess, json!({})).await;
+    }
+    let guessed = app.scrape_metrics(Some(&admin)).await.1;
+    assert_eq!(
+        metric_sample(&guessed, "ferrite_logins_failed_total"),
+        Some(5.0)
+    );
+    assert_eq!(
+        metric_sample(&guessed, "ferrite_logins_throttled_total"),
+        Some(1.0)
+    );
 }
