@@ -292,7 +292,7 @@ mod tests {
         };
         let (ingest, checkpoints, writer) = Ingest::spawn(
             store.clone(),
-            Bus::new(16),
+            Bus::new(16, Default::default()),
             settings,
             IngestMetrics::default(),
         );

@@ -138,7 +138,7 @@ impl Server {
             None => load_or_create_jwt_secret(&config.data_dir)?,
         };
         let metrics = Arc::new(metrics::Metrics::new());
-        let mut auth = Auth::new(
+        let auth = Auth::new(
             store.clone(),
             &secret,
             &AuthSettings {
@@ -148,8 +148,8 @@ impl Server {
                 login_attempts: config.limits.login_attempts,
                 login_window: Duration::from_secs(config.limits.login_window_seconds),
             },
+            metrics.logins.clone(),
         );
-        auth.count_logins(metrics.logins.clone());
         let generated_admin_password = bootstrap_admin(&store, &auth, &config).await?;
         let listener =
             TcpListener::bind(config.listen)
@@ -159,17 +159,18 @@ impl Server {
                     source,
                 })?;
         let node_id = uuid::Uuid::new_v4();
-        let (mut bus, relay) = if store.backend() == sea_orm::DbBackend::Postgres {
+        let catch_ups = metrics.catch_ups.clone();
+        let (bus, relay) = if store.backend() == sea_orm::DbBackend::Postgres {
             let (bus, relay) = Bus::relayed(
                 config.bus.capacity,
+                catch_ups,
                 node_id,
                 &config.effective_database_url(),
             );
             (bus, Some(relay))
         } else {
-            (Bus::new(config.bus.capacity), None)
+            (Bus::new(config.bus.capacity, catch_ups), None)
         };
-        bus.count_catch_ups(metrics.catch_ups.clone());
         let presence = Presence::start(node_id, store.clone(), bus.clone())
             .await
             .map_err(StartError::Database)?;

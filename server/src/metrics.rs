@@ -8,8 +8,6 @@
 //! owns its own registry — no global — so several servers in one process
 //! (the tests) do not mix their figures.
 
-use std::fmt::Write as _;
-
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -17,11 +15,14 @@ use prometheus_client::{
         family::Family,
         gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
+        info::Info,
     },
     registry::{Registry, Unit},
 };
 
-use crate::store::{Store, StoreError};
+use sea_orm::{ActiveEnum, Iterable};
+
+use crate::store::{Store, StoreError, entity::DeviceStatus};
 
 /// What the ingest writer counts.
 #[derive(Clone, Debug)]
@@ -165,6 +166,11 @@ impl Metrics {
             "Devices by status (read from the database at each scrape)",
             devices.clone(),
         );
+        registry.register(
+            "build",
+            "The running Ferrite version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
         registry.register_with_unit(
             "resident_memory",
             "Resident memory of the server process",
@@ -185,17 +191,17 @@ impl Metrics {
     /// The text a scrape gets: refreshes what is read at scrape time, then
     /// encodes every metric.
     pub async fn render(&self, store: &Store) -> Result<String, StoreError> {
-        for status in ["ONLINE", "OFFLINE", "DISCONNECTED"] {
+        let counts = store.device_count_by_status().await?;
+        // Every status, so a series drops to 0 rather than vanishing.
+        for status in DeviceStatus::iter() {
+            let count = counts
+                .iter()
+                .find(|(counted, _)| *counted == status)
+                .map_or(0, |(_, count)| *count);
             self.devices
                 .get_or_create(&StatusLabel {
-                    status: status.to_owned(),
+                    status: status.to_value(),
                 })
-                .set(0);
-        }
-        for (status, count) in store.device_count_by_status().await? {
-            let label = StatusLabel { status };
-            self.devices
-                .get_or_create(&label)
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
         if let Some(bytes) = resident_memory_bytes() {
@@ -203,18 +209,6 @@ impl Metrics {
         }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("BUG: writing to a String cannot fail");
-        // The version, as the usual info-style gauge.
-        let mut info = String::new();
-        let _ = writeln!(
-            info,
-            "# HELP ferrite_build_info The running Ferrite version.\n\
-             # TYPE ferrite_build_info gauge\n\
-             ferrite_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-        // OpenMetrics ends with "# EOF"; everything else goes before it.
-        let at = text.rfind("# EOF").unwrap_or(text.len());
-        text.insert_str(at, &info);
         Ok(text)
     }
 }

@@ -195,20 +195,21 @@ pub fn validate_new_password(password: &str) -> Result<(), &'static str> {
 }
 
 impl Auth {
-    pub fn new(store: Store, jwt_secret: &[u8], settings: &AuthSettings) -> Self {
+    /// `logins` counts failed and throttled logins (the server's metrics).
+    pub fn new(
+        store: Store,
+        jwt_secret: &[u8],
+        settings: &AuthSettings,
+        logins: LoginMetrics,
+    ) -> Self {
         Self {
             store,
             jwt: JwtKeys::new(jwt_secret, settings.access_token_ttl),
             hasher: PasswordHasher::new(settings.parallel_hashes),
             throttle: LoginThrottle::new(settings.login_attempts, settings.login_window),
             refresh_token_ttl: settings.refresh_token_ttl,
-            logins: LoginMetrics::default(),
+            logins,
         }
-    }
-
-    /// Counts failed and throttled logins in `logins` (the server's metrics).
-    pub fn count_logins(&mut self, logins: LoginMetrics) {
-        self.logins = logins;
     }
 
     pub fn hasher(&self) -> &PasswordHasher {

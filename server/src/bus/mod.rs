@@ -154,8 +154,8 @@ pub struct Bus {
 
 impl Bus {
     /// A bus for one node on its own (SQLite), whose rings hold `capacity`
-    /// messages each.
-    pub fn new(capacity: usize) -> Self {
+    /// messages each; `catch_ups` counts event subscribers that lag.
+    pub fn new(capacity: usize, catch_ups: Counter) -> Self {
         let capacity = capacity.max(1);
         Bus {
             events: broadcast::channel(capacity).0,
@@ -163,13 +163,8 @@ impl Bus {
             commands: broadcast::channel(capacity).0,
             revocations: broadcast::channel(64).0,
             relay: None,
-            catch_ups: Counter::default(),
+            catch_ups,
         }
-    }
-
-    /// Counts lagging event subscribers in `counter` (the server's metric).
-    pub fn count_catch_ups(&mut self, counter: Counter) {
-        self.catch_ups = counter;
     }
 
     /// The ingest writer committed these events.

@@ -18,6 +18,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use tokio::{
     sync::{Notify, mpsc, watch},
@@ -130,10 +131,15 @@ pub struct Relay {
 impl Bus {
     /// A bus for a node sharing PostgreSQL with others. Start the returned
     /// relay with [`Relay::spawn`].
-    pub fn relayed(capacity: usize, node: Uuid, database_url: &str) -> (Bus, Relay) {
+    pub fn relayed(
+        capacity: usize,
+        catch_ups: Counter,
+        node: Uuid,
+        database_url: &str,
+    ) -> (Bus, Relay) {
         let (outbox_tx, outbox) = mpsc::channel(OUTBOX);
         let pump = Arc::new(Notify::new());
-        let mut bus = Bus::new(capacity);
+        let mut bus = Bus::new(capacity, catch_ups);
         bus.relay = Some(RelayLink {
             node,
             outbox: outbox_tx,

@@ -464,7 +464,7 @@ mod tests {
         let kept = register(&store, owner, "kept").await;
         let doomed = register(&store, owner, "doomed").await;
         let foreign = register(&store, other, "foreign").await;
-        let bus = fanout::Bus::new(2);
+        let bus = fanout::Bus::new(2, Default::default());
         let mut changes = Box::pin(device_changes(
             store.clone(),
             bus.clone(),

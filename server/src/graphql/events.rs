@@ -31,7 +31,8 @@ use crate::{
     },
 };
 
-const SERVICE_MAX: usize = 128;
+/// Longest `service` name, in characters (as the column allows).
+pub(super) const SERVICE_MAX: usize = 128;
 const IDEMPOTENCY_KEY_MAX: usize = 128;
 
 /// Something a device reported.

@@ -7,11 +7,11 @@ use chrono::{DateTime, Utc};
 use super::{
     context::{principal, state},
     error::{ApiError, ApiResult, OrNotFound},
+    events::SERVICE_MAX,
     input,
 };
 use crate::store::{self, entity::Permission};
 
-const SERVICE_MAX: usize = 128;
 /// Keys in a `field` path, and characters in the whole path.
 const FIELD_KEYS_MAX: usize = 8;
 const FIELD_CHARS_MAX: usize = 256;

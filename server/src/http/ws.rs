@@ -170,9 +170,16 @@ struct Connection {
     session: Option<Arc<Data>>,
     /// Operations that ended with an `error` message: no `complete` follows.
     failed: Vec<String>,
-    /// The connector session's id, when `connection_init` named a
+    /// The connector session, when `connection_init` named a
     /// `connectorId`: its devices go OFFLINE when the socket ends.
-    connector_session: Option<Uuid>,
+    connector_session: Option<CountedSession>,
+}
+
+/// A connector session's id, counted in `ferrite_connector_sessions` for as
+/// long as it is held.
+struct CountedSession {
+    id: Uuid,
+    _counted: GaugeGuard,
 }
 
 impl Connection {
@@ -284,9 +291,8 @@ impl Connection {
         };
         // Dropping the operations ends their streams and bus subscriptions.
         drop(operations);
-        if let Some(session_id) = self.connector_session {
-            self.state.app.metrics.sockets.connector_sessions.dec();
-            Box::pin(self.state.app.presence.session_closed(session_id)).await;
+        if let Some(session) = self.connector_session.take() {
+            Box::pin(self.state.app.presence.session_closed(session.id)).await;
         }
         if let Some(Close(code, reason)) = close {
             let frame = CloseFrame {
@@ -316,10 +322,11 @@ impl Connection {
                 }
                 match self.authenticate(payload.as_ref()).await {
                     Ok(context) => {
-                        self.connector_session = context.session.as_ref().map(|s| s.id);
-                        if self.connector_session.is_some() {
-                            self.state.app.metrics.sockets.connector_sessions.inc();
-                        }
+                        let counter = &self.state.app.metrics.sockets.connector_sessions;
+                        self.connector_session = context.session.as_ref().map(|s| CountedSession {
+                            id: s.id,
+                            _counted: GaugeGuard::new(counter),
+                        });
                         let credential = Credential {
                             expires: context
                                 .socket

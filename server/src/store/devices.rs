@@ -97,13 +97,13 @@ pub const DEFAULT_DEVICE_TYPE: &str = "generic";
 impl Store {
     /// How many devices of every tenant are in each status, for `/metrics`;
     /// a status no device has is left out.
-    pub async fn device_count_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    pub async fn device_count_by_status(&self) -> Result<Vec<(DeviceStatus, u64)>, StoreError> {
         let counts = device::Entity::find()
             .select_only()
             .column(device::Column::Status)
             .column_as(device::Column::Id.count(), "count")
             .group_by(device::Column::Status)
-            .into_tuple::<(String, i64)>()
+            .into_tuple::<(DeviceStatus, i64)>()
             .all(&self.db)
             .await?;
         Ok(counts
