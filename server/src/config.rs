@@ -192,10 +192,28 @@ pub struct Limits {
     pub payload_bytes: usize,
     /// Largest device `attributes`, as serialised JSON.
     pub attributes_bytes: usize,
-    /// Deepest query accepted.
+    /// Deepest selection (fields within fields) a query may have.
     pub query_depth: usize,
-    /// Most complex query accepted (fields, weighted by list sizes).
+    /// Most a query may cost: each field counts 1, multiplied by the page
+    /// size (`first`/`last`, else the default page), the buckets of
+    /// `telemetry` or the inputs of `publishEvents` of the lists around
+    /// it; fragments count wherever they are spread.
     pub query_complexity: usize,
+    /// Longest GraphQL document, in bytes.
+    pub query_bytes: usize,
+    /// Most tokens (names, punctuation, values) in one document.
+    pub query_tokens: usize,
+    /// Deepest nesting of brackets (`{`, `[`, `(`) in a document: selections,
+    /// arguments and literal values together.
+    pub query_nesting: usize,
+    /// Most aliased fields in one document.
+    pub query_aliases: usize,
+    /// Largest response to one query or one subscription message; a larger
+    /// one is replaced by an error.
+    pub response_bytes: usize,
+    /// Deepest JSON value (payloads, attributes, command results) accepted,
+    /// counted in arrays and objects: `{"a": [1]}` is 2 deep.
+    pub json_depth: usize,
     /// Largest page (`first` / `last`) of a list.
     pub page_size: u64,
     /// Page size when the client gives none.
@@ -206,8 +224,12 @@ pub struct Limits {
     pub filter_values: usize,
     /// Most buckets one `telemetry` query may ask for.
     pub telemetry_buckets: usize,
-    /// Failed logins allowed per client address and username within the window.
+    /// Login attempts (counted when they start; a success gives its attempt
+    /// back) per client address and username within the window.
     pub login_attempts: u32,
+    /// Login attempts per client address (an IPv6 /64), whatever the
+    /// usernames, within the window.
+    pub login_attempts_per_address: u32,
     pub login_window_seconds: u64,
     /// Password hashes computed at once (each takes ~19 MiB).
     pub parallel_password_hashes: usize,
@@ -253,13 +275,20 @@ impl Default for Limits {
             payload_bytes: 64 * 1024,
             attributes_bytes: 16 * 1024,
             query_depth: 16,
-            query_complexity: 10_000,
+            query_complexity: 50_000,
+            query_bytes: 128 * 1024,
+            query_tokens: 15_000,
+            query_nesting: 96,
+            query_aliases: 100,
+            response_bytes: 16 * 1024 * 1024,
+            json_depth: 64,
             page_size: 500,
             default_page_size: 50,
             batch_events: 1000,
             filter_values: 100,
             telemetry_buckets: 10_000,
             login_attempts: 5,
+            login_attempts_per_address: 50,
             login_window_seconds: 300,
             parallel_password_hashes: 2,
         }
@@ -391,12 +420,21 @@ impl Config {
             ("limits.attributes_bytes", limits.attributes_bytes as u64),
             ("limits.query_depth", limits.query_depth as u64),
             ("limits.query_complexity", limits.query_complexity as u64),
+            ("limits.query_bytes", limits.query_bytes as u64),
+            ("limits.query_tokens", limits.query_tokens as u64),
+            ("limits.query_nesting", limits.query_nesting as u64),
+            ("limits.response_bytes", limits.response_bytes as u64),
+            ("limits.json_depth", limits.json_depth as u64),
             ("limits.page_size", limits.page_size),
             ("limits.default_page_size", limits.default_page_size),
             ("limits.batch_events", limits.batch_events as u64),
             ("limits.filter_values", limits.filter_values as u64),
             ("limits.telemetry_buckets", limits.telemetry_buckets as u64),
             ("limits.login_attempts", u64::from(limits.login_attempts)),
+            (
+                "limits.login_attempts_per_address",
+                u64::from(limits.login_attempts_per_address),
+            ),
             ("limits.login_window_seconds", limits.login_window_seconds),
             (
                 "limits.parallel_password_hashes",

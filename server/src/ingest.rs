@@ -9,8 +9,9 @@
 //! fight over its lock, and events reach the bus in id order.
 //!
 //! At the limit: when the queue is full, publishers wait for room
-//! (back-pressure); a batch that fails in the database fails every publisher
-//! in it, and nothing of it is stored. When every handle is dropped, the
+//! (back-pressure). A batch that fails in the database is stored again one
+//! publish at a time, so only a publish that fails on its own is refused:
+//! one publisher's bad input never fails another's events. When every handle is dropped, the
 //! writer finishes the jobs still queued and stops.
 //!
 //! SQLite's write-ahead log starts over from its beginning only after a
@@ -56,9 +57,12 @@ pub enum IngestError {
     ShuttingDown,
 }
 
+/// Where a publisher waits for its events' fate.
+type Reply = oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>;
+
 struct Job {
     job: EventJob,
-    reply: oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>,
+    reply: Reply,
 }
 
 /// Handle to the writer. Cheap to clone.
@@ -223,30 +227,55 @@ async fn commit(store: &Store, bus: &Bus, metrics: &IngestMetrics, batch: Vec<Jo
         .commit_seconds
         .observe(started.elapsed().as_secs_f64());
     match stored {
-        Ok(outcomes) => {
-            let mut fresh: Vec<BusEvent> = outcomes
-                .iter()
-                .flat_map(|outcome| outcome.iter().flatten())
-                .filter(|stored| stored.fresh)
-                .map(|stored| BusEvent::from(stored.clone()))
-                .collect();
-            fresh.sort_by_key(|e| e.event.id);
-            metrics.batches.inc();
-            metrics.events.inc_by(fresh.len() as u64);
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                // The publisher may have gone away; its events are stored anyway.
-                let _ = reply.send(outcome);
-            }
-            bus.events_committed(fresh);
-        }
+        Ok(outcomes) => delivered(bus, metrics, replies, outcomes),
+        Err(err) if jobs.len() == 1 => failed(replies, &err),
         Err(err) => {
-            tracing::error!(error = %err, cause = ?std::error::Error::source(&err), jobs = jobs.len(), "an ingest batch failed");
-            for reply in replies {
-                let _ = reply.send(Err(StoreError::Database(sea_orm::DbErr::Custom(
-                    "the batch could not be stored".into(),
-                ))));
+            // One publisher's events must not fail everyone else's: store
+            // each publish on its own, so only the one that fails again is
+            // refused. Every event was validated before it was queued, so
+            // this is rare (a database fault, or an input the checks missed).
+            tracing::warn!(error = %err, jobs = jobs.len(), "an ingest batch failed; storing its publishes one by one");
+            for (job, reply) in jobs.iter().zip(replies) {
+                match store.insert_event_batch(std::slice::from_ref(job)).await {
+                    Ok(outcomes) => delivered(bus, metrics, vec![reply], outcomes),
+                    Err(err) => failed(vec![reply], &err),
+                }
             }
         }
+    }
+}
+
+/// Answers the publishers of a committed batch, then hands its new events
+/// to the bus.
+fn delivered(
+    bus: &Bus,
+    metrics: &IngestMetrics,
+    replies: Vec<Reply>,
+    outcomes: Vec<Result<Vec<StoredEvent>, StoreError>>,
+) {
+    let mut fresh: Vec<BusEvent> = outcomes
+        .iter()
+        .flat_map(|outcome| outcome.iter().flatten())
+        .filter(|stored| stored.fresh)
+        .map(|stored| BusEvent::from(stored.clone()))
+        .collect();
+    fresh.sort_by_key(|e| e.event.id);
+    metrics.batches.inc();
+    metrics.events.inc_by(fresh.len() as u64);
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        // The publisher may have gone away; its events are stored anyway.
+        let _ = reply.send(outcome);
+    }
+    bus.events_committed(fresh);
+}
+
+/// Fails the publishers of a batch that was not stored.
+fn failed(replies: Vec<Reply>, err: &StoreError) {
+    tracing::error!(error = %err, cause = ?std::error::Error::source(err), publishes = replies.len(), "storing events failed");
+    for reply in replies {
+        let _ = reply.send(Err(StoreError::Database(sea_orm::DbErr::Custom(
+            "the events could not be stored".into(),
+        ))));
     }
 }
 

@@ -146,6 +146,7 @@ impl Server {
                 refresh_token_ttl: config.refresh_token_ttl(),
                 parallel_hashes: config.limits.parallel_password_hashes,
                 login_attempts: config.limits.login_attempts,
+                login_address_attempts: config.limits.login_attempts_per_address,
                 login_window: Duration::from_secs(config.limits.login_window_seconds),
             },
             metrics.logins.clone(),

@@ -83,7 +83,7 @@ fn init_logging() {
 }
 
 /// A fresh database on the test PostgreSQL cluster, or a loud failure.
-async fn fresh_postgres_database() -> String {
+pub async fn fresh_postgres_database() -> String {
     use sea_orm::{ConnectionTrait, Database};
     let admin_url = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
         panic!(

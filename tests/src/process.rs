@@ -68,17 +68,33 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `ferrite serve` and waits until `/healthz` answers.
     pub async fn start(addr: SocketAddr, data_dir: &Path) -> ServerProcess {
-        let child = Command::new(workspace_binary("ferrite"))
+        Self::start_with(addr, data_dir, None, &[]).await
+    }
+
+    /// Starts `ferrite serve` on `database_url` (default: SQLite in
+    /// `data_dir`) with extra `FERRITE_*` variables, and waits until
+    /// `/healthz` answers.
+    pub async fn start_with(
+        addr: SocketAddr,
+        data_dir: &Path,
+        database_url: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
+        let mut command = Command::new(workspace_binary("ferrite"));
+        command
             .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
             .arg(data_dir)
             .env("FERRITE_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("FERRITE_JWT_SECRET", JWT_SECRET)
             .env("FERRITE_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("ferrite starts");
+            .kill_on_drop(true);
+        if let Some(url) = database_url {
+            command.args(["--database-url", url]);
+        }
+        let child = command.spawn().expect("ferrite starts");
         let client = reqwest::Client::new();
         let url = format!("http://{addr}/healthz");
         for _ in 0..200 {
@@ -90,5 +106,21 @@ impl ServerProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("ferrite did not answer /healthz on {addr} within 10 s");
+    }
+
+    /// The process's resident memory, in KiB; `None` once it has exited.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 }

@@ -9,7 +9,8 @@
 //! # Layout
 //! - `password`: argon2id hashing on the blocking pool, bounded.
 //! - `token`: JWT access tokens, opaque refresh tokens and API key secrets.
-//! - `throttle`: failed-login counting per client address and username.
+//! - `throttle`: login attempts counted per client address and username,
+//!   and per address.
 //!
 //! # Rules
 //! - A login session (JWT) may do everything its user's role allows.
@@ -164,6 +165,7 @@ pub struct AuthSettings {
     /// Password hashes computed at once; more wait.
     pub parallel_hashes: usize,
     pub login_attempts: u32,
+    pub login_address_attempts: u32,
     pub login_window: Duration,
 }
 
@@ -206,7 +208,11 @@ impl Auth {
             store,
             jwt: JwtKeys::new(jwt_secret, settings.access_token_ttl),
             hasher: PasswordHasher::new(settings.parallel_hashes),
-            throttle: LoginThrottle::new(settings.login_attempts, settings.login_window),
+            throttle: LoginThrottle::new(
+                settings.login_attempts,
+                settings.login_address_attempts,
+                settings.login_window,
+            ),
             refresh_token_ttl: settings.refresh_token_ttl,
             logins,
         }
@@ -246,12 +252,14 @@ impl Auth {
         username: &str,
         password: &str,
     ) -> Result<SessionTokens, AuthError> {
-        if let Err(throttled) = self.throttle.check(client, username) {
-            self.logins.throttled.inc();
-            return Err(throttled);
-        }
+        let attempt = match self.throttle.begin(client, username) {
+            Ok(attempt) => attempt,
+            Err(throttled) => {
+                self.logins.throttled.inc();
+                return Err(throttled);
+            }
+        };
         if password.len() > PASSWORD_MAX_BYTES {
-            self.throttle.record_failure(client, username);
             self.logins.failed.inc();
             return Err(AuthError::Unauthenticated("wrong username or password"));
         }
@@ -264,11 +272,11 @@ impl Auth {
         let matches = self.hasher.verify(password.to_owned(), stored_hash).await?;
         match user {
             Some(user) if matches => {
-                self.throttle.record_success(client, username);
+                attempt.succeeded();
                 self.start_session(user).await
             }
+            // The attempt stays counted.
             _ => {
-                self.throttle.record_failure(client, username);
                 self.logins.failed.inc();
                 Err(AuthError::Unauthenticated("wrong username or password"))
             }

@@ -1,16 +1,34 @@
-//! Failed-login throttling, per client address and username.
+//! Login throttling: per client address and username, and per address.
 //!
-//! After `attempts` failures within `window`, further logins for that
-//! (address, username) pair are refused with RATE_LIMITED until the window
-//! that started with the first failure has passed. Keying on the pair means a
-//! flood from one address cannot lock a user out for everyone else.
+//! Each login *attempt* is counted when it starts, before the password is
+//! checked, so forty concurrent guesses are throttled exactly like forty in
+//! a row: the first `attempts` are checked, the rest refused with
+//! RATE_LIMITED. A correct password clears its (address, username) pair and
+//! gives its attempt back; a wrong one (or one that never finishes) stays
+//! counted until the window that began with the pair's first attempt ends.
 //!
-//! Counts live in memory, per node: a restart forgets them. The table is
-//! bounded; when it is full, expired entries are dropped, and if none are
-//! expired the oldest are.
+//! Two budgets per window:
+//! - `attempts` per (address, username): guessing one account's password;
+//! - `address_attempts` per address, whatever the usernames: spraying many
+//!   accounts, or flooding the table with junk names. Because every new
+//!   username costs the address one attempt, one address holds at most
+//!   `address_attempts` usernames, and junk names cannot push a locked pair
+//!   out: they run out of budget first.
+//!
+//! Keying on the address means a flood from one address never locks the
+//! owner out from another. IPv6 addresses are keyed by their /64 prefix
+//! (what one host or subscriber line usually gets), so walking a prefix buys
+//! nothing.
+//!
+//! Counts live in memory, per node: a restart forgets them. The table holds
+//! at most [`MAX_ADDRESSES`] addresses; when it is full, addresses whose
+//! window has ended are dropped, and if none has, a new address is refused
+//! until one does (logged): an attacker with that many addresses is slowed
+//! down, and no address's count is ever forgotten early.
 
 use std::{
     collections::HashMap,
+    hash::{BuildHasher, RandomState},
     net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -18,8 +36,8 @@ use std::{
 
 use super::AuthError;
 
-/// Entries kept at most; beyond this the table is pruned.
-const MAX_ENTRIES: usize = 100_000;
+/// Addresses tracked at once.
+pub const MAX_ADDRESSES: usize = 50_000;
 
 #[derive(Debug, Clone)]
 pub struct LoginThrottle {
@@ -29,86 +47,133 @@ pub struct LoginThrottle {
 #[derive(Debug)]
 struct Shared {
     attempts: u32,
+    address_attempts: u32,
     window: Duration,
+    /// Hashes usernames, so that an entry costs the same whatever the name.
+    names: RandomState,
     // A std Mutex: it is never held across an await.
-    failures: Mutex<HashMap<(IpAddr, String), Failures>>,
+    addresses: Mutex<HashMap<IpAddr, Address>>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    first_at: Instant,
+/// One address's attempts in its current window.
+#[derive(Debug)]
+struct Address {
+    started: Instant,
+    attempts: u32,
+    /// Attempts per username hash, in the same window.
+    users: HashMap<u64, u32>,
+}
+
+impl Address {
+    fn new(now: Instant) -> Self {
+        Self {
+            started: now,
+            attempts: 0,
+            users: HashMap::new(),
+        }
+    }
+}
+
+/// A counted attempt. Call [`Attempt::succeeded`] when the password was
+/// right; dropping it otherwise leaves it counted as a failure.
+#[must_use]
+pub struct Attempt {
+    shared: Arc<Shared>,
+    address: IpAddr,
+    user: u64,
 }
 
 impl LoginThrottle {
-    pub fn new(attempts: u32, window: Duration) -> Self {
+    pub fn new(attempts: u32, address_attempts: u32, window: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
                 attempts,
+                address_attempts,
                 window,
-                failures: Mutex::new(HashMap::new()),
+                names: RandomState::new(),
+                addresses: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    fn key(client: IpAddr, username: &str) -> (IpAddr, String) {
-        (client, username.to_lowercase())
-    }
-
-    /// Refuses when the pair has used up its attempts.
-    pub fn check(&self, client: IpAddr, username: &str) -> Result<(), AuthError> {
-        let failures = self
-            .shared
-            .failures
+    /// Counts an attempt to log in as `username` from `client`, or refuses
+    /// it when a budget is spent.
+    pub fn begin(&self, client: IpAddr, username: &str) -> Result<Attempt, AuthError> {
+        let shared = &self.shared;
+        let address = address_key(client);
+        let user = shared.names.hash_one(username.to_lowercase());
+        let now = Instant::now();
+        let mut addresses = shared
+            .addresses
             .lock()
             .expect("BUG: throttle lock poisoned");
-        if let Some(entry) = failures.get(&Self::key(client, username)) {
-            let elapsed = entry.first_at.elapsed();
-            if entry.count >= self.shared.attempts && elapsed < self.shared.window {
-                let retry_after_seconds = (self.shared.window - elapsed).as_secs().max(1);
+        if !addresses.contains_key(&address) && addresses.len() >= MAX_ADDRESSES {
+            addresses.retain(|_, entry| now.duration_since(entry.started) < shared.window);
+            if addresses.len() >= MAX_ADDRESSES {
+                tracing::warn!(
+                    "the login throttle tracks {MAX_ADDRESSES} addresses; refusing logins from new ones until a window ends"
+                );
                 return Err(AuthError::RateLimited {
-                    retry_after_seconds,
+                    retry_after_seconds: shared.window.as_secs().max(1),
                 });
             }
         }
-        Ok(())
+        let entry = addresses
+            .entry(address)
+            .or_insert_with(|| Address::new(now));
+        let elapsed = now.duration_since(entry.started);
+        if elapsed >= shared.window {
+            *entry = Address::new(now);
+        }
+        let retry_after_seconds = shared
+            .window
+            .saturating_sub(now.duration_since(entry.started))
+            .as_secs()
+            .max(1);
+        let user_attempts = entry.users.get(&user).copied().unwrap_or(0);
+        if entry.attempts >= shared.address_attempts || user_attempts >= shared.attempts {
+            return Err(AuthError::RateLimited {
+                retry_after_seconds,
+            });
+        }
+        entry.attempts += 1;
+        *entry.users.entry(user).or_insert(0) += 1;
+        Ok(Attempt {
+            shared: shared.clone(),
+            address,
+            user,
+        })
     }
+}
 
-    pub fn record_failure(&self, client: IpAddr, username: &str) {
-        let mut failures = self
+impl Attempt {
+    /// The password was right: the pair starts over and the address gets
+    /// its attempt back.
+    pub fn succeeded(self) {
+        let mut addresses = self
             .shared
-            .failures
+            .addresses
             .lock()
             .expect("BUG: throttle lock poisoned");
-        if failures.len() >= MAX_ENTRIES {
-            let window = self.shared.window;
-            failures.retain(|_, entry| entry.first_at.elapsed() < window);
-            if failures.len() >= MAX_ENTRIES {
-                failures.clear();
-            }
+        if let Some(entry) = addresses.get_mut(&self.address) {
+            entry.attempts = entry.attempts.saturating_sub(1);
+            entry.users.remove(&self.user);
         }
-        let now = Instant::now();
-        let entry = failures
-            .entry(Self::key(client, username))
-            .or_insert(Failures {
-                count: 0,
-                first_at: now,
-            });
-        if now.duration_since(entry.first_at) >= self.shared.window {
-            *entry = Failures {
-                count: 0,
-                first_at: now,
-            };
-        }
-        entry.count += 1;
     }
+}
 
-    pub fn record_success(&self, client: IpAddr, username: &str) {
-        self.shared
-            .failures
-            .lock()
-            .expect("BUG: throttle lock poisoned")
-            .remove(&Self::key(client, username));
+/// The key an address is counted under: itself for IPv4, its /64 for IPv6
+/// (an IPv4-mapped IPv6 address counts as the IPv4 one).
+fn address_key(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
     }
 }
 
@@ -116,30 +181,97 @@ impl LoginThrottle {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_pair_is_locked_after_its_attempts_and_others_are_not() {
-        let throttle = LoginThrottle::new(3, Duration::from_secs(60));
-        let attacker: IpAddr = "10.0.0.1".parse().unwrap();
-        let user: IpAddr = "10.0.0.2".parse().unwrap();
-        for _ in 0..3 {
-            throttle.check(attacker, "admin").unwrap();
-            throttle.record_failure(attacker, "admin");
-        }
-        assert!(matches!(
-            throttle.check(attacker, "ADMIN"),
-            Err(AuthError::RateLimited { .. })
-        ));
-        throttle.check(user, "admin").unwrap();
-        throttle.check(attacker, "alice").unwrap();
+    fn limited(result: Result<Attempt, AuthError>) -> bool {
+        matches!(result, Err(AuthError::RateLimited { .. }))
     }
 
     #[test]
-    fn a_success_clears_the_count() {
-        let throttle = LoginThrottle::new(2, Duration::from_secs(60));
+    fn the_pair_is_locked_after_its_attempts_and_others_are_not() {
+        let throttle = LoginThrottle::new(3, 50, Duration::from_secs(60));
+        let attacker: IpAddr = "10.0.0.1".parse().unwrap();
+        let user: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..3 {
+            drop(throttle.begin(attacker, "admin").unwrap());
+        }
+        assert!(limited(throttle.begin(attacker, "ADMIN")));
+        throttle.begin(user, "admin").unwrap().succeeded();
+        throttle.begin(attacker, "alice").unwrap().succeeded();
+    }
+
+    #[test]
+    fn attempts_in_flight_count() {
+        let throttle = LoginThrottle::new(5, 50, Duration::from_secs(60));
+        let client: IpAddr = "10.0.0.3".parse().unwrap();
+        // Forty at once: none has finished when the next starts.
+        let started: Vec<_> = (0..40).map(|_| throttle.begin(client, "admin")).collect();
+        assert_eq!(started.iter().filter(|r| r.is_ok()).count(), 5);
+    }
+
+    #[test]
+    fn a_success_clears_the_pair_and_refunds_the_address() {
+        let throttle = LoginThrottle::new(2, 3, Duration::from_secs(60));
         let client: IpAddr = "::1".parse().unwrap();
-        throttle.record_failure(client, "bob");
-        throttle.record_success(client, "bob");
-        throttle.record_failure(client, "bob");
-        throttle.check(client, "bob").unwrap();
+        drop(throttle.begin(client, "bob").unwrap());
+        throttle.begin(client, "bob").unwrap().succeeded();
+        drop(throttle.begin(client, "bob").unwrap());
+        // Two failures left on the address's budget of three: one more.
+        throttle.begin(client, "bob").unwrap().succeeded();
+        throttle.begin(client, "carol").unwrap().succeeded();
+    }
+
+    #[test]
+    fn junk_usernames_spend_the_address_budget_instead_of_evicting_a_lock() {
+        let throttle = LoginThrottle::new(5, 50, Duration::from_secs(60));
+        let attacker: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..5 {
+            drop(throttle.begin(attacker, "admin").unwrap());
+        }
+        let mut refused = 0;
+        for n in 0..100_001 {
+            match throttle.begin(attacker, &format!("junk-{n}")) {
+                Ok(attempt) => drop(attempt),
+                Err(_) => refused += 1,
+            }
+        }
+        assert_eq!(refused, 100_001 - 45);
+        assert!(limited(throttle.begin(attacker, "admin")));
+        // The owner, elsewhere, is not locked out.
+        throttle
+            .begin("198.51.100.1".parse().unwrap(), "admin")
+            .unwrap()
+            .succeeded();
+    }
+
+    #[test]
+    fn an_ipv6_prefix_is_one_address() {
+        let throttle = LoginThrottle::new(2, 50, Duration::from_secs(60));
+        drop(
+            throttle
+                .begin("2001:db8::1".parse().unwrap(), "admin")
+                .unwrap(),
+        );
+        drop(
+            throttle
+                .begin("2001:db8::ffff:2".parse().unwrap(), "admin")
+                .unwrap(),
+        );
+        assert!(limited(
+            throttle.begin("2001:db8::3".parse().unwrap(), "admin")
+        ));
+        throttle
+            .begin("2001:db8:0:1::1".parse().unwrap(), "admin")
+            .unwrap()
+            .succeeded();
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_addresses_rather_than_forgetting_counts() {
+        let throttle = LoginThrottle::new(1, 1, Duration::from_secs(60));
+        for n in 0..MAX_ADDRESSES as u32 {
+            drop(throttle.begin(IpAddr::V4(n.into()), "x").unwrap());
+        }
+        assert!(limited(throttle.begin(IpAddr::V4(u32::MAX.into()), "x")));
+        // The first address is still locked: nothing was evicted.
+        assert!(limited(throttle.begin(IpAddr::V4(0.into()), "x")));
     }
 }

@@ -174,7 +174,12 @@ impl CommandMutation {
         let settings = &app.config.commands;
         input::text("service", &input.service, SERVICE_MAX)?;
         let payload = input.payload.map(|json| json.0).unwrap_or(Json::Null);
-        input::json("payload", &payload, app.config.limits.payload_bytes)?;
+        input::json(
+            "payload",
+            &payload,
+            app.config.limits.payload_bytes,
+            app.config.limits.json_depth,
+        )?;
         let timeout = match input.timeout_seconds {
             None => settings.default_timeout_seconds,
             Some(seconds) if seconds >= 1 && seconds as u64 <= settings.max_timeout_seconds => {
@@ -219,7 +224,12 @@ impl CommandMutation {
         let id = input::uuid_id("command", &id)?;
         let result = result.map(|json| json.0);
         if let Some(result) = &result {
-            input::json("result", result, app.config.limits.payload_bytes)?;
+            input::json(
+                "result",
+                result,
+                app.config.limits.payload_bytes,
+                app.config.limits.json_depth,
+            )?;
         }
         let answered = app
             .store

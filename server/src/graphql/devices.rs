@@ -164,7 +164,12 @@ fn validate_common(
     input::optional_text("type", kind, TYPE_MAX)?;
     input::optional_text("location", location, LOCATION_MAX)?;
     if let Some(attributes) = attributes {
-        input::json("attributes", attributes, limits.attributes_bytes)?;
+        input::json(
+            "attributes",
+            attributes,
+            limits.attributes_bytes,
+            limits.json_depth,
+        )?;
     }
     Ok(())
 }

@@ -136,7 +136,12 @@ impl EventInput {
             self.idempotency_key.as_deref(),
             IDEMPOTENCY_KEY_MAX,
         )?;
-        input::json("payload", &self.payload.0, limits.payload_bytes)?;
+        input::json(
+            "payload",
+            &self.payload.0,
+            limits.payload_bytes,
+            limits.json_depth,
+        )?;
         Ok(NewEvent {
             device_id: input::uuid_id("device", &self.device_id)?,
             service: self.service,

@@ -32,10 +32,21 @@ pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> ApiResult<
     value.map_or(Ok(()), |value| text(field, value, max))
 }
 
-/// A JSON value no larger than `max` bytes once serialised, and storable
-/// on both backends: PostgreSQL's `jsonb` refuses the character U+0000 in
+/// A JSON value no deeper than `max_depth` (checked first, without
+/// recursion), no larger than `max` bytes once serialised, and storable on
+/// both backends: PostgreSQL's `jsonb` refuses the character U+0000 in
 /// strings and keys, so it is refused everywhere, before anything is stored.
-pub fn json(field: &str, value: &Json, max: usize) -> ApiResult<()> {
+///
+/// The depth limit keeps every later step (serialising, storing, reading
+/// back, rendering for subscribers) far from serde_json's own recursion
+/// limit of 128, whose error used to fail the whole ingest batch.
+pub fn json(field: &str, value: &Json, max: usize, max_depth: usize) -> ApiResult<()> {
+    let depth = json_depth(value, max_depth);
+    if depth > max_depth {
+        return Err(ApiError::bad_input(format!(
+            "{field} is nested more than {max_depth} levels deep, the limit"
+        )));
+    }
     let size = serde_json::to_vec(value)
         .map_err(|_| ApiError::bad_input(format!("{field} is not valid JSON")))?
         .len();
@@ -50,6 +61,27 @@ pub fn json(field: &str, value: &Json, max: usize) -> ApiResult<()> {
         )));
     }
     Ok(())
+}
+
+/// How many arrays and objects `value` nests (a scalar is 0, `[1]` is 1,
+/// `{"a": [1]}` is 2), counted without recursion and given up past `stop`.
+pub fn json_depth(value: &Json, stop: usize) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(value, 0)];
+    while let Some((value, around)) = pending.pop() {
+        let children: Box<dyn Iterator<Item = &Json>> = match value {
+            Json::Array(items) => Box::new(items.iter()),
+            Json::Object(map) => Box::new(map.values()),
+            Json::Null | Json::Bool(_) | Json::Number(_) | Json::String(_) => continue,
+        };
+        let depth = around + 1;
+        deepest = deepest.max(depth);
+        if deepest > stop {
+            break;
+        }
+        pending.extend(children.map(|child| (child, depth)));
+    }
+    deepest
 }
 
 fn contains_nul(value: &Json) -> bool {
@@ -193,6 +225,20 @@ mod tests {
         );
         assert!(decode_cursor::<i64>(CursorKind::Command, &cursor).is_err());
         assert!(decode_cursor::<i64>(CursorKind::Event, "garbage!").is_err());
+    }
+
+    #[test]
+    fn json_deeper_than_the_limit_is_bad_input() {
+        let mut deep = serde_json::json!(1);
+        for _ in 0..64 {
+            deep = serde_json::json!([deep]);
+        }
+        assert_eq!(json_depth(&deep, 1000), 64);
+        assert!(json("payload", &deep, usize::MAX, 64).is_ok());
+        let err = json("payload", &deep, usize::MAX, 63).unwrap_err();
+        assert_eq!(err.code(), "BAD_USER_INPUT");
+        assert_eq!(json_depth(&serde_json::json!({"a": [1]}), 10), 2);
+        assert_eq!(json_depth(&serde_json::json!("text"), 10), 0);
     }
 
     #[test]

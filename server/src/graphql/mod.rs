@@ -6,6 +6,7 @@
 //! map the result. No query is built here.
 //!
 //! # Layout
+//! - `admission`: size, nesting and cost limits, before any parsing.
 //! - `auth`, `devices`, `events`, `telemetry`, `commands`: one area each,
 //!   with its types; merged into [`Query`] and [`Mutation`].
 //! - `context`: the caller and state a resolver reads.
@@ -14,6 +15,8 @@
 //! - `live`: compiled subscriptions for the WebSocket transport.
 //! - `totals`: `totalCount`, computed when asked for.
 
+/// What a document must satisfy before it is parsed, validated or run.
+pub mod admission;
 /// Who am I, login sessions, users and API keys.
 mod auth;
 /// Commands sent to devices and their answers.
@@ -75,7 +78,9 @@ fn builder(limits: &Limits) -> async_graphql::SchemaBuilder<Query, Mutation, Sub
         Subscription::default(),
     )
     .limit_depth(limits.query_depth)
-    .limit_complexity(limits.query_complexity)
+    // The cost limit is admission's, which multiplies by page sizes and
+    // runs before validation (async-graphql's own counts neither).
+    .extension(admission::Admission(std::sync::Arc::new(limits.clone())))
     .extension(error::ErrorCodes)
 }
 

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     AppState,
     auth::AuthError,
-    graphql::{FerriteSchema, RequestContext, live},
+    graphql::{FerriteSchema, RequestContext, admission, live},
     store::entity::Role,
 };
 
@@ -245,6 +245,50 @@ async fn request_context(
     }
 }
 
+/// Why a response could not be rendered.
+enum Rendered {
+    /// It would be larger than this many bytes.
+    TooLarge(usize),
+    Failed(serde_json::Error),
+}
+
+/// Serialises `value` as JSON, giving up as soon as it passes `limit`
+/// bytes: an over-large response is never held whole as text.
+fn to_json_within<T: serde::Serialize>(value: &T, limit: usize) -> Result<String, Rendered> {
+    struct Bounded {
+        text: Vec<u8>,
+        limit: usize,
+    }
+    impl std::io::Write for Bounded {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if self.text.len() + bytes.len() > self.limit {
+                return Err(std::io::Error::other("over the response limit"));
+            }
+            self.text.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = Bounded {
+        text: Vec::new(),
+        limit,
+    };
+    match serde_json::to_writer(&mut out, value) {
+        Ok(()) => Ok(String::from_utf8(out.text).expect("BUG: serde_json writes UTF-8")),
+        Err(err) if err.is_io() => Err(Rendered::TooLarge(limit)),
+        Err(err) => Err(Rendered::Failed(err)),
+    }
+}
+
+fn too_large_message(limit: usize) -> String {
+    format!(
+        "the response would be larger than {limit} bytes (limits.response_bytes); \
+         ask for fewer fields or smaller pages"
+    )
+}
+
 /// Runs a request and encodes the response.
 async fn execute(
     state: &HttpState,
@@ -265,9 +309,17 @@ async fn execute(
         };
         (status, json!({ "errors": response.errors }).to_string())
     } else {
-        match serde_json::to_string(&response) {
+        match to_json_within(&response, state.app.config.limits.response_bytes) {
             Ok(body) => (StatusCode::OK, body),
-            Err(err) => {
+            Err(Rendered::TooLarge(limit)) => {
+                return error_response(
+                    format,
+                    StatusCode::OK,
+                    "BAD_USER_INPUT",
+                    &too_large_message(limit),
+                );
+            }
+            Err(Rendered::Failed(err)) => {
                 tracing::error!(error = %err, "encoding a GraphQL response failed");
                 return error_response(
                     format,
@@ -331,7 +383,10 @@ async fn graphql_post(
     // serde would also read a struct from a JSON array; only an object is a
     // GraphQL request (batches are not supported).
     let is_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    let parsed = if is_object {
+    let max_depth = state.app.config.limits.json_depth + admission::JSON_ENVELOPE_DEPTH;
+    let parsed = if let Err(too_deep) = admission::scan_json(&bytes, max_depth) {
+        Err(too_deep)
+    } else if is_object {
         serde_json::from_slice::<async_graphql::Request>(&bytes).map_err(|err| err.to_string())
     } else {
         Err("expected a JSON object".to_owned())
@@ -353,11 +408,40 @@ async fn graphql_post(
     if request.query.trim().is_empty() {
         return missing_query(format);
     }
+    let mut request = request;
+    if let Some(refused) = refusal(&state, &mut request, format) {
+        return refused;
+    }
     let context = match request_context(&state.app, &headers, client, format).await {
         Ok(context) => context,
         Err(response) => return response,
     };
     execute(&state, request, context, format).await
+}
+
+/// Checks the document's size, nesting and cost before anything else looks
+/// into it (see `graphql::admission`); a refusal is answered as a request
+/// error.
+fn refusal(
+    state: &HttpState,
+    request: &mut async_graphql::Request,
+    format: Format,
+) -> Option<Response> {
+    let error = admission::admit(request, &state.app.config.limits).err()?;
+    let status = match format {
+        Format::GraphqlResponse => StatusCode::BAD_REQUEST,
+        Format::Json => StatusCode::OK,
+    };
+    let body = json!({ "errors": [{
+        "message": error.message,
+        "locations": error.locations,
+        "extensions": { "code": "BAD_USER_INPUT" },
+    }] });
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, format.content_type());
+    Some(response)
 }
 
 fn missing_query(format: Format) -> Response {
@@ -408,6 +492,9 @@ async fn graphql_get(
     };
     if request.query.trim().is_empty() {
         return missing_query(format);
+    }
+    if let Some(refused) = refusal(&state, &mut request, format) {
+        return refused;
     }
     if is_mutation(&mut request) {
         let mut response = error_response(

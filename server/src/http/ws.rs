@@ -45,12 +45,12 @@ use tokio::{
 };
 use tokio_stream::StreamMap;
 
-use super::HttpState;
+use super::{HttpState, Rendered, to_json_within, too_large_message};
 use uuid::Uuid;
 
 use crate::{
     auth,
-    graphql::{RequestContext, SocketLease, error::ApiError, live},
+    graphql::{RequestContext, SocketLease, admission, error::ApiError, live},
     metrics::GaugeGuard,
     store::ConnectorSession,
 };
@@ -312,6 +312,9 @@ impl Connection {
         sink: &mut Sink,
         operations: &mut StreamMap<String, Results>,
     ) -> Result<Option<Credential>, Close> {
+        let max_depth = self.state.app.config.limits.json_depth + admission::JSON_ENVELOPE_DEPTH;
+        admission::scan_json(text.as_bytes(), max_depth)
+            .map_err(|too_deep| Close::new(4400, too_deep))?;
         let message: ClientMessage =
             serde_json::from_str(text).map_err(|_| Close::new(4400, "Invalid message received"))?;
         let legacy = self.protocol == Protocol::Legacy;
@@ -483,6 +486,25 @@ impl Connection {
             return Ok(());
         }
         self.failed.retain(|failed| failed != &id);
+        let mut request = request;
+        if let Err(error) = admission::admit(&mut request, &self.state.app.config.limits) {
+            let errors = json!([{
+                "message": error.message,
+                "locations": error.locations,
+                "extensions": {"code": "BAD_USER_INPUT"},
+            }]);
+            let payload = match self.protocol {
+                Protocol::TransportWs => errors,
+                Protocol::Legacy => json!({"errors": errors}),
+            };
+            send_json(
+                sink,
+                &json!({"type": "error", "id": id, "payload": payload}),
+            )
+            .await
+            .map_err(|_| Close::new(1011, "send failed"))?;
+            return Ok(());
+        }
         let results = self.execute(&id, request, session).await;
         operations.insert(id, results);
         Ok(())
@@ -589,12 +611,27 @@ impl Connection {
             }
             Output::Response(response) => {
                 // Serialised straight to text: the hot path of every live event.
-                let text = serde_json::to_string(&Outgoing {
+                let outgoing = Outgoing {
                     kind: self.next_kind(),
                     id,
                     payload: &response,
-                })
-                .expect("BUG: a GraphQL response serialises");
+                };
+                let text = match to_json_within(
+                    &outgoing,
+                    self.state.app.config.limits.response_bytes,
+                ) {
+                    Ok(text) => text,
+                    Err(Rendered::TooLarge(limit)) => {
+                        let errors = json!([{
+                            "message": too_large_message(limit),
+                            "extensions": {"code": "BAD_USER_INPUT"},
+                        }]);
+                        json!({"type": self.next_kind(), "id": id, "payload": {"data": null, "errors": errors}}).to_string()
+                    }
+                    Err(Rendered::Failed(err)) => {
+                        panic!("BUG: a GraphQL response serialises: {err}")
+                    }
+                };
                 sink.feed(Message::Text(Utf8Bytes::from(text))).await
             }
             Output::Message(text) => sink.feed(Message::Text(Utf8Bytes::from(text))).await,

@@ -10,6 +10,7 @@ mod devices;
 mod events;
 mod gateway_processes;
 mod gateways;
+mod hostile;
 mod http;
 mod metrics;
 mod readme;
