@@ -293,10 +293,12 @@ impl AuthMutation {
         })
     }
 
-    /// On a WebSocket: presents a fresh token of the same user so the
-    /// connection outlives the token it was opened with (a connection whose
-    /// access token expires is closed with 4403). Returns the new expiry
-    /// (`null` for an API key, which does not expire).
+    /// On a WebSocket opened with an access token: presents a newer access
+    /// token of the same user (from `refresh`) so the connection outlives
+    /// the one it was opened with (a connection whose access token expires
+    /// is closed with 4403). Returns the new expiry. An API key is refused,
+    /// and so is renewing a connection opened with one (it does not expire;
+    /// revoking the key closes it).
     async fn renew_connection(
         &self,
         ctx: &Context<'_>,
@@ -307,7 +309,17 @@ impl AuthMutation {
                 "renewConnection is for WebSocket connections; over HTTP, send the new token with each request",
             ));
         };
+        if lease.credential != crate::auth::Credential::Session {
+            return Err(ApiError::bad_input(
+                "this connection was opened with an API key, which does not expire: there is nothing to renew",
+            ));
+        }
         let fresh = state(ctx).auth.authenticate(&token).await?;
+        if fresh.credential != crate::auth::Credential::Session {
+            return Err(ApiError::bad_input(
+                "renew a connection opened with an access token with a newer access token (from `refresh`), not an API key",
+            ));
+        }
         if fresh.user_id != lease.user_id {
             return Err(ApiError::Forbidden(
                 "the new token belongs to another user; open a new connection".into(),

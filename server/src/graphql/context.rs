@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::error::{ApiError, ApiResult};
 use crate::{
     AppState,
-    auth::Principal,
+    auth::{Credential, Principal},
     store::{ConnectorSession, entity::Permission},
 };
 
@@ -35,10 +35,14 @@ pub struct RequestContext {
 
 /// The credential a WebSocket connection runs on. The principal is fixed
 /// for the connection's life; only the expiry moves, when the client renews
-/// it with a fresh token of the same user.
+/// it with a fresh token of the same kind and user.
 #[derive(Debug)]
 pub struct SocketLease {
     pub user_id: Uuid,
+    /// What the connection was opened with: a renewal must be the same kind,
+    /// so a socket opened with an expiring token cannot be made to outlive
+    /// it with an API key (whose revocation it would then not watch).
+    pub credential: Credential,
     /// When the credential expires (`None`: an API key, until revoked). The
     /// connection closes with 4403 at that moment unless renewed before.
     pub expires: watch::Sender<Option<DateTime<Utc>>>,

@@ -61,6 +61,9 @@ pub const LEGACY_WS: &str = "graphql-ws";
 /// Most results written to a socket before one flush.
 const MAX_BURST: usize = 256;
 
+/// How long a closing socket keeps reading what the client still sends.
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
+
 /// Longest `connectorId` a gateway may announce.
 const CONNECTOR_ID_MAX: usize = 128;
 
@@ -302,6 +305,25 @@ impl Connection {
             let _ = sink.send(Message::Close(Some(frame))).await;
         }
         let _ = sink.close().await;
+        // Read (and drop) what the client still sends until it closes too,
+        // briefly: closing a TCP socket with unread data makes the kernel
+        // answer with a reset, which can destroy the close frame before the
+        // client reads it (a client sending a too-big message in fragments
+        // saw 1006 instead of 1009).
+        // Errors are expected here (after a too-big message, its remaining
+        // fragments do not parse); a bounded number are skipped.
+        let drained = tokio::time::timeout(CLOSE_DRAIN, async {
+            let mut errors = 0;
+            while let Some(frame) = frames.next().await {
+                if frame.is_err() {
+                    errors += 1;
+                    if errors > 1024 {
+                        break;
+                    }
+                }
+            }
+        });
+        let _ = drained.await;
     }
 
     /// Handles one text message; `Err` closes the socket. An accepted
@@ -447,6 +469,7 @@ impl Connection {
         });
         let lease = Arc::new(SocketLease {
             user_id: principal.user_id,
+            credential: principal.credential,
             expires: watch::Sender::new(principal.expires_at),
         });
         Ok(RequestContext {

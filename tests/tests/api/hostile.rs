@@ -524,6 +524,8 @@ on_both_backends!(
     a_response_over_the_limit_is_an_error,
     one_members_deep_payloads_do_not_fail_another_members_publishes,
     deep_attributes_are_refused_and_devices_at_the_limit_can_be_deleted,
+    the_login_throttle_holds_against_bursts_and_floods,
+    a_fragmented_message_over_the_limit_closes_with_1009,
 );
 
 /// Observation 5, in the writer itself: when a batch fails in the database
@@ -598,4 +600,98 @@ async fn a_failing_batch_is_stored_publish_by_publish() {
     drop(ingest);
     writer.await.unwrap();
     store.close().await;
+}
+
+/// Observation 6: forty wrong passwords at once from one address are
+/// throttled like forty in a row; 100 001 junk usernames cannot flush a
+/// locked pair; the owner can still log in from another address.
+async fn the_login_throttle_holds_against_bursts_and_floods(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let login =
+        "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { accessToken } }";
+    let burst = futures_util::future::join_all(
+        (0..40).map(|_| app.gql(None, login, json!({"u": "admin", "p": "wrong password"}))),
+    )
+    .await;
+    let checked = burst
+        .iter()
+        .filter(|answer| answer.error_code() == "UNAUTHENTICATED")
+        .count();
+    let limited = burst
+        .iter()
+        .filter(|answer| answer.error_code() == "RATE_LIMITED")
+        .count();
+    assert_eq!((checked, limited), (5, 35));
+
+    // Junk usernames, 100 aliased logins per request.
+    let aliases: String = (0..100)
+        .map(|n| format!("l{n}: login(username: $u{n}, password: \"x\") {{ accessToken }} "))
+        .collect();
+    let definitions: String = (0..100).map(|n| format!("$u{n}: String!, ")).collect();
+    let flood = format!("mutation({definitions}) {{ {aliases} }}");
+    for request in 0..1001 {
+        let names: serde_json::Map<String, Value> = (0..100)
+            .map(|n| (format!("u{n}"), json!(format!("junk-{request}-{n}"))))
+            .collect();
+        let answer = app.gql(None, &flood, Value::Object(names)).await;
+        assert!(
+            answer.body["errors"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+        );
+    }
+    let still_locked = app
+        .gql(None, login, json!({"u": "admin", "p": ADMIN_PASSWORD}))
+        .await;
+    assert_eq!(still_locked.error_code(), "RATE_LIMITED");
+
+    // From another loopback address, the owner logs in.
+    let elsewhere = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let answer: Value = elsewhere
+        .post(app.url("/graphql"))
+        .json(&json!({"query": login, "variables": {"u": "admin", "p": ADMIN_PASSWORD}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        answer["data"]["login"]["accessToken"].is_string(),
+        "{answer}"
+    );
+}
+
+/// Observation 8: a message over `websocket.max_message_bytes` sent in
+/// 64 KiB fragments closes the socket with 1009, as a single frame does.
+async fn a_fragmented_message_over_the_limit_closes_with_1009(backend: Backend) {
+    use tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let mut socket = app.raw_session(&admin, None).await;
+    let chunk = vec![b' '; 64 * 1024];
+    // Four times the limit: the client is still sending when the server
+    // has seen enough, so unread data is waiting when it closes.
+    let fragments = 4 * 1024 * 1024 / chunk.len();
+    for n in 0..fragments {
+        let opcode = if n == 0 { Data::Text } else { Data::Continue };
+        let frame = Frame::message(chunk.clone(), OpCode::Data(opcode), n + 1 == fragments);
+        if socket
+            .send(tungstenite::Message::Frame(frame))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut socket).await, Some(1009));
+    app.gql(Some(&admin), "{ me { permission } }", json!({}))
+        .await
+        .data();
 }

@@ -508,7 +508,7 @@ async fn the_legacy_protocol_works(backend: Backend) {
 }
 
 async fn a_connection_closes_when_its_token_expires_unless_renewed(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |config| config.access_token_ttl_seconds = 2).await;
+    let app = TestApp::spawn_with(backend, |config| config.access_token_ttl_seconds = 4).await;
     let admin = app.admin_token().await;
     let init = |token: &str| json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
 
@@ -518,31 +518,60 @@ async fn a_connection_closes_when_its_token_expires_unless_renewed(backend: Back
     assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
     assert_eq!(close_code(&mut socket).await, Some(4403));
 
-    // Renewed in time (here with an API key of the same user, which does
-    // not expire): the connection outlives the token it was opened with.
+    // Renewed in time with a newer access token of the same user: the
+    // connection outlives the token it was opened with.
     let admin = app.admin_token().await;
     let key = app.create_api_key(&admin, "READ").await;
     let mut socket = app.raw_socket("graphql-transport-ws").await;
     send_json(&mut socket, init(&admin)).await;
     assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let newer = app.admin_token().await;
     let renew = "mutation($t: String!) { renewConnection(token: $t) }";
-    send_json(&mut socket, json!({"type": "subscribe", "id": "renew", "payload": {"query": renew, "variables": {"t": key}}})).await;
+    send_json(&mut socket, json!({"type": "subscribe", "id": "renew", "payload": {"query": renew, "variables": {"t": newer}}})).await;
     let renewed = next_json(&mut socket).await;
-    assert_eq!(
-        renewed["payload"]["data"]["renewConnection"],
-        Value::Null,
+    assert!(
+        renewed["payload"]["data"]["renewConnection"].is_string(),
         "{renewed}"
     );
     assert_eq!(next_json(&mut socket).await["type"], "complete");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Past the first token's expiry, before the newer one's.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     send_json(&mut socket, json!({"type": "subscribe", "id": "q", "payload": {"query": "{ me { user { username } } }"}})).await;
     let answer = next_json(&mut socket).await;
     assert_eq!(
         answer["payload"]["data"]["me"]["user"]["username"], "admin",
         "{answer}"
     );
+    assert_eq!(next_json(&mut socket).await["type"], "complete");
+
+    // An API key of the same user cannot make the connection permanent: it
+    // is refused, and the connection still ends with its access token.
+    send_json(&mut socket, json!({"type": "subscribe", "id": "key", "payload": {"query": renew, "variables": {"t": key}}})).await;
+    let refused = next_json(&mut socket).await;
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{refused}"
+    );
+    assert_eq!(close_code(&mut socket).await, Some(4403));
+
+    // A connection opened with an API key has nothing to renew.
+    let mut socket = app.raw_socket("graphql-transport-ws").await;
+    send_json(&mut socket, init(&key)).await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    let admin = app.admin_token().await;
+    send_json(&mut socket, json!({"type": "subscribe", "id": "renew", "payload": {"query": renew, "variables": {"t": admin}}})).await;
+    let refused = next_json(&mut socket).await;
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{refused}"
+    );
 
     // Another user's token is refused, and so is renewing over HTTP.
+    let admin = app.admin_token().await;
+    let mut socket = app.raw_socket("graphql-transport-ws").await;
+    send_json(&mut socket, init(&admin)).await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
     let alice = app.create_member("alice").await;
     send_json(&mut socket, json!({"type": "subscribe", "id": "other", "payload": {"query": renew, "variables": {"t": alice}}})).await;
     let refused = loop {
