@@ -72,12 +72,45 @@ pub struct Config {
     /// SQLite/PostgreSQL pool size.
     pub database_max_connections: u32,
     pub limits: Limits,
+    pub http: HttpConfig,
     pub commands: CommandSettings,
     pub ingest: IngestConfig,
     pub bus: BusConfig,
     pub websocket: WebSocketConfig,
     pub retention: RetentionConfig,
     pub metrics: MetricsConfig,
+}
+
+/// HTTP connections: caps and timeouts that hold whatever clients do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Open connections (WebSockets included) at most; lowered at start to
+    /// fit the open-files limit. Past it, new connections are closed at once.
+    pub max_connections: usize,
+    /// Open connections from one client address (an IPv6 /64) at most.
+    /// Behind a reverse proxy every client has the proxy's address: raise it.
+    pub max_connections_per_address: usize,
+    /// Time a client has to send a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    pub header_timeout_seconds: u64,
+    /// Time a client has to send a request's body.
+    pub body_timeout_seconds: u64,
+    /// On shutdown, how long open HTTP requests may take to finish before
+    /// their connections are closed.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_connections_per_address: 256,
+            header_timeout_seconds: 15,
+            body_timeout_seconds: 30,
+            shutdown_grace_seconds: 10,
+        }
+    }
 }
 
 /// Who may read `/metrics`.
@@ -258,6 +291,7 @@ impl Default for Config {
             refresh_token_ttl_seconds: 30 * 24 * 3600,
             database_max_connections: 8,
             limits: Limits::default(),
+            http: HttpConfig::default(),
             commands: CommandSettings::default(),
             ingest: IngestConfig::default(),
             bus: BusConfig::default(),
@@ -341,11 +375,13 @@ const ENV_KEYS: &[&str] = &[
     "refresh_token_ttl_seconds",
     "database_max_connections",
     "limits",
+    "http",
     "commands",
     "ingest",
     "bus",
     "websocket",
     "retention",
+    "metrics",
 ];
 
 impl Config {
@@ -440,6 +476,16 @@ impl Config {
                 "limits.parallel_password_hashes",
                 limits.parallel_password_hashes as u64,
             ),
+            ("http.max_connections", self.http.max_connections as u64),
+            (
+                "http.max_connections_per_address",
+                self.http.max_connections_per_address as u64,
+            ),
+            (
+                "http.header_timeout_seconds",
+                self.http.header_timeout_seconds,
+            ),
+            ("http.body_timeout_seconds", self.http.body_timeout_seconds),
             (
                 "commands.default_timeout_seconds",
                 self.commands.default_timeout_seconds,

@@ -46,7 +46,6 @@ use std::{
     time::Duration,
 };
 
-use axum::serve::ListenerExt;
 use tokio::{
     net::TcpListener,
     sync::{mpsc, watch},
@@ -238,6 +237,26 @@ impl Server {
         let store = state.store.clone();
         let schema = graphql::schema(state.clone());
         let (open_sockets, mut sockets_closed) = mpsc::channel::<()>(1);
+        let http_settings = state.config.http.clone();
+        let open_files = http::serve::raise_open_files_limit();
+        let max_connections =
+            http::serve::effective_max_connections(http_settings.max_connections, open_files);
+        if max_connections < http_settings.max_connections {
+            tracing::warn!(
+                configured = http_settings.max_connections,
+                max_connections,
+                ?open_files,
+                "http.max_connections lowered to fit the open-files limit"
+            );
+        }
+        tracing::info!(
+            ?open_files,
+            max_connections,
+            per_address = http_settings.max_connections_per_address,
+            "connection limits"
+        );
+        let gate =
+            http::serve::Gate::new(max_connections, http_settings.max_connections_per_address);
         let app = http::router(
             state,
             schema,
@@ -252,23 +271,8 @@ impl Server {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let mut stopping = stop_rx;
         tracing::info!(%addr, "ferrite is listening");
-        // Small WebSocket frames must not wait for Nagle's algorithm (and
-        // the peer's delayed ACK): that alone adds ~40 ms to live events.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-            }
-        });
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
-        })
-        .await;
+        http::serve::serve(listener, app, &http_settings, gate, stop_rx).await;
         // Sockets send their close frames and drop their handles.
         if tokio::time::timeout(SOCKET_CLOSE_GRACE, sockets_closed.recv())
             .await
@@ -288,7 +292,7 @@ impl Server {
         }
         store.close().await;
         tracing::info!("ferrite stopped");
-        served
+        Ok(())
     }
 }
 

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use password::PasswordHasher;
-pub use throttle::LoginThrottle;
+pub use throttle::{LoginThrottle, address_key};
 pub use token::JwtKeys;
 
 use crate::metrics::LoginMetrics;

@@ -164,7 +164,7 @@ impl Attempt {
 
 /// The key an address is counted under: itself for IPv4, its /64 for IPv6
 /// (an IPv4-mapped IPv6 address counts as the IPv4 one).
-fn address_key(client: IpAddr) -> IpAddr {
+pub fn address_key(client: IpAddr) -> IpAddr {
     match client {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -6,7 +6,10 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::Value as Json;
 use uuid::Uuid;
 
-use super::error::{ApiError, ApiResult};
+use super::{
+    admission::shown,
+    error::{ApiError, ApiResult},
+};
 use crate::{
     config::Limits,
     store::{Page, PageArgs},
@@ -107,8 +110,9 @@ pub fn filter_list<T>(field: &str, values: &Option<Vec<T>>, max: usize) -> ApiRe
 }
 
 pub fn uuid_id(what: &str, id: &ID) -> ApiResult<Uuid> {
-    Uuid::parse_str(id.as_str())
-        .map_err(|_| ApiError::bad_input(format!("`{}` is not a valid {what} id", id.as_str())))
+    Uuid::parse_str(id.as_str()).map_err(|_| {
+        ApiError::bad_input(format!("`{}` is not a valid {what} id", shown(id.as_str())))
+    })
 }
 
 pub fn uuid_ids(what: &str, ids: &Option<Vec<ID>>) -> ApiResult<Option<Vec<Uuid>>> {
@@ -122,7 +126,9 @@ pub fn event_id(id: &ID) -> ApiResult<i64> {
         .parse::<i64>()
         .ok()
         .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad_input(format!("`{}` is not a valid event id", id.as_str())))
+        .ok_or_else(|| {
+            ApiError::bad_input(format!("`{}` is not a valid event id", shown(id.as_str())))
+        })
 }
 
 /// What kind of list a cursor belongs to; a cursor of one list is refused by
@@ -150,7 +156,12 @@ pub fn encode_cursor(kind: CursorKind, key: impl std::fmt::Display) -> String {
 }
 
 fn decode_cursor<K: std::str::FromStr>(kind: CursorKind, cursor: &str) -> ApiResult<K> {
-    let invalid = || ApiError::bad_input(format!("`{cursor}` is not a valid cursor for this list"));
+    let invalid = || {
+        ApiError::bad_input(format!(
+            "`{}` is not a valid cursor for this list",
+            shown(cursor)
+        ))
+    };
     let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let raw = String::from_utf8(raw).map_err(|_| invalid())?;
     let key = raw
@@ -239,6 +250,13 @@ mod tests {
         assert_eq!(err.code(), "BAD_USER_INPUT");
         assert_eq!(json_depth(&serde_json::json!({"a": [1]}), 10), 2);
         assert_eq!(json_depth(&serde_json::json!("text"), 10), 0);
+    }
+
+    #[test]
+    fn an_over_long_id_is_not_echoed_whole() {
+        let id = ID::from("x".repeat(100_000));
+        let err = uuid_id("device", &id).unwrap_err();
+        assert!(err.message().len() < 200, "{}", err.message());
     }
 
     #[test]

@@ -43,6 +43,8 @@ use crate::{
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
+/// The accept loop: connection caps, header timeouts, bounded shutdown.
+pub mod serve;
 /// GraphQL over WebSocket.
 mod ws;
 
@@ -79,9 +81,8 @@ pub struct SocketShutdown {
     pub open_sockets: mpsc::Sender<()>,
 }
 
-/// The router of every HTTP endpoint. Serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()`: login throttling
-/// needs the client's address.
+/// The router of every HTTP endpoint. Serve it with [`serve::serve`], which
+/// gives each request the client's address (login throttling needs it).
 pub fn router(app: AppState, schema: FerriteSchema, sockets: SocketShutdown) -> Router {
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
@@ -358,7 +359,20 @@ async fn graphql_post(
         );
     }
     let limit = state.app.config.limits.body_bytes;
-    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
+    let body_timeout = std::time::Duration::from_secs(state.app.config.http.body_timeout_seconds);
+    let read = tokio::time::timeout(body_timeout, axum::body::to_bytes(body, limit)).await;
+    let Ok(read) = read else {
+        return error_response(
+            format,
+            StatusCode::REQUEST_TIMEOUT,
+            "BAD_USER_INPUT",
+            &format!(
+                "the request body did not arrive within {} s",
+                body_timeout.as_secs()
+            ),
+        );
+    };
+    let bytes: Bytes = match read {
         Ok(bytes) => bytes,
         Err(err) => {
             let too_large = std::error::Error::source(&err)

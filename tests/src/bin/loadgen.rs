@@ -613,6 +613,9 @@ impl Server {
             .env("FERRITE_ADMIN_PASSWORD", admin_password)
             .env("FERRITE_LOG", "info")
             .env("FERRITE_LIMITS__LOGIN_ATTEMPTS", "1000")
+            // Every socket of the load comes from 127.0.0.1.
+            .env("FERRITE_HTTP__MAX_CONNECTIONS_PER_ADDRESS", "1000000")
+            .env("FERRITE_HTTP__MAX_CONNECTIONS", "1000000")
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -695,3 +695,135 @@ async fn a_fragmented_message_over_the_limit_closes_with_1009(backend: Backend) 
         .await
         .data();
 }
+
+/// Reads until the server closes `tcp` (EOF or reset) or `limit` passes;
+/// whether it closed.
+async fn closed_by_server(tcp: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // A response (408 or 400) before the close is fine.
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Observation 4: silent and slowloris connections are capped per address
+/// and closed after the header timeout; other clients are served meanwhile;
+/// the open-files limit was raised to its maximum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_slowloris_connections_are_capped_and_closed() {
+    use tokio::{io::AsyncWriteExt, net::TcpStream};
+    let mut target = Target::start(&[
+        ("FERRITE_HTTP__MAX_CONNECTIONS_PER_ADDRESS", "50"),
+        ("FERRITE_HTTP__HEADER_TIMEOUT_SECONDS", "3"),
+    ])
+    .await;
+    let pid = target.server.child.id().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3], open_files[4],
+        "soft limit raised to the hard one: {open_files:?}"
+    );
+
+    // 500 silent connections from one address: ten times the cap.
+    let addr = target.server.addr;
+    let mut silent = Vec::new();
+    for _ in 0..500 {
+        silent.push(TcpStream::connect(addr).await.expect("the kernel accepts"));
+    }
+    // Another address is served at once.
+    let elsewhere = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let health = elsewhere
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .expect("another address is served while one floods");
+    assert_eq!(health.status(), 200);
+    // Every silent connection is closed: those past the cap at once, the
+    // others after the header timeout.
+    let mut closed = 0;
+    for tcp in &mut silent {
+        if closed_by_server(tcp, Duration::from_secs(20)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 500);
+    drop(silent);
+
+    // Slowloris: headers a byte at a time, never finished.
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /graphql HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(tcp);
+    }
+    let dribble = tokio::spawn(async move {
+        let mut closed = vec![false; slow.len()];
+        for _ in 0..60 {
+            for (tcp, closed) in slow.iter_mut().zip(closed.iter_mut()) {
+                if !*closed && tcp.write_all(b"X").await.is_err() {
+                    *closed = true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let mut count = 0;
+        for (tcp, was_closed) in slow.iter_mut().zip(closed) {
+            if was_closed || closed_by_server(tcp, Duration::from_secs(1)).await {
+                count += 1;
+            }
+        }
+        count
+    });
+    assert_eq!(
+        dribble.await.unwrap(),
+        40,
+        "every slowloris connection is closed"
+    );
+    target.answers_normally().await;
+}
+
+/// Observation 4: SIGTERM while a client holds half-sent headers: the
+/// server exits after its shutdown grace, not when the client leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_client_holding_half_sent_headers() {
+    use tokio::{io::AsyncWriteExt, net::TcpStream};
+    let mut target = Target::start(&[
+        ("FERRITE_HTTP__HEADER_TIMEOUT_SECONDS", "3600"),
+        ("FERRITE_HTTP__SHUTDOWN_GRACE_SECONDS", "2"),
+    ])
+    .await;
+    let mut holder = TcpStream::connect(target.server.addr).await.unwrap();
+    holder
+        .write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: appl")
+        .await
+        .unwrap();
+    // And one with a body that never ends.
+    let mut body_holder = TcpStream::connect(target.server.addr).await.unwrap();
+    body_holder
+        .write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"query\":")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // `terminate` fails the test unless the process exits within 20 s.
+    let code = ferrite_e2e::process::terminate(&mut target.server.child).await;
+    assert_eq!(code, Some(0));
+    drop((holder, body_holder));
+}
