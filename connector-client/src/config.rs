@@ -243,6 +243,18 @@ impl ConnectorConfig {
         Self::load_from(file, Env::prefixed(ENV_PREFIX).split("__"))
     }
 
+    /// Defaults, then the TOML in `text`; validated. No file, no environment.
+    pub fn from_toml_str(text: &str) -> Result<ConnectorConfig, ConfigError> {
+        let config: ConnectorConfig =
+            Figment::from(Serialized::defaults(ConnectorConfig::default()))
+                .merge(Toml::string(text))
+                .extract()
+                .map_err(Box::new)?;
+        config.options()?;
+        config.validate_devices()?;
+        Ok(config)
+    }
+
     fn load_from(file: Option<&Path>, env: Env) -> Result<ConnectorConfig, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(ConnectorConfig::default()));
         if let Some(path) = file {

@@ -59,6 +59,20 @@ mod protocol;
 mod session;
 /// The gateway simulator of `ferrite-connector run`.
 pub mod simulate;
+
+/// Entry points for the fuzz targets in `fuzz/`: not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes a server message as the session would.
+    pub fn server_message(text: &str) {
+        crate::session::decode_server_text(text);
+    }
+
+    /// Parses and validates a `connector.toml`.
+    pub fn config(text: &str) {
+        let _ = crate::config::ConnectorConfig::from_toml_str(text);
+    }
+}
 /// Devices, events and commands.
 mod types;
 

@@ -1433,6 +1433,36 @@ fn ack_of(stored: &Value, key: &str) -> Result<EventAck, Error> {
     }
 }
 
+/// What the session does with one text message from the server, without a
+/// socket: decode it and every part of it the session would read (errors,
+/// commands, publish acknowledgements). For the fuzzer (`fuzz/`).
+pub(crate) fn decode_server_text(text: &str) {
+    let Ok(message) = serde_json::from_str::<ServerMessage>(text) else {
+        return;
+    };
+    match message {
+        ServerMessage::Next { payload, .. } => {
+            if !payload.errors.is_empty() {
+                let _ = is_credential_error(&server_error(&payload.errors));
+            }
+            if let Some(data) = payload.data {
+                if let Some(command) = data.get("commands") {
+                    let _ = serde_json::from_value::<WireCommand>(command.clone());
+                }
+                if let Some(stored) = data.get("publishEvents").and_then(Value::as_array) {
+                    for stored in stored {
+                        let _ = ack_of(stored, "key");
+                    }
+                }
+            }
+        }
+        ServerMessage::Error { payload, .. } => {
+            let _ = server_error(&payload);
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,9 @@
 //! document, and again by the [`Admission`] schema extension for anything
 //! that reaches the schema another way.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{any::TypeId, collections::HashMap, sync::Arc};
+
+use async_graphql_value::Value as InputValue;
 
 use async_graphql::{
     Name, Pos, Request, ServerError, ServerResult, Value, Variables,
@@ -42,12 +44,25 @@ use crate::config::Limits;
 /// Checks `request` against the limits and leaves it parsed. Idempotent:
 /// a request admitted once is admitted again at the cost of a scan.
 pub fn admit(request: &mut Request, limits: &Limits) -> ServerResult<()> {
+    if request.data.contains_key(&TypeId::of::<Admitted>()) {
+        return Ok(());
+    }
     scan(&request.query, limits)?;
-    let variables = request.variables.clone();
-    let document = request.parsed_query()?;
-    cost(document, &variables, limits)?;
+    // Moved out and back rather than cloned: a publish carries its events
+    // in the variables.
+    let variables = std::mem::take(&mut request.variables);
+    let counted = request
+        .parsed_query()
+        .and_then(|document| cost(document, &variables, limits));
+    request.variables = variables;
+    counted?;
+    request.data.insert(Admitted);
     Ok(())
 }
+
+/// Marks a request [`admit`] has let through, so the schema extension does
+/// not count it again.
+struct Admitted;
 
 /// The schema extension that admits every request reaching the schema.
 pub struct Admission(pub Arc<Limits>);
@@ -366,19 +381,23 @@ impl Counter<'_> {
     /// How many times a field's selection is repeated in the response.
     fn multiplier(&self, field: &Field, defaults: &HashMap<Name, Value>) -> u64 {
         let limits = self.limits;
-        let argument = |name: &str| -> Option<Value> {
-            let value = field.get_argument(name)?.node.clone();
-            value
-                .into_const_with(|var| {
-                    self.variables
-                        .get(&var)
-                        .or_else(|| defaults.get(&var))
-                        .cloned()
-                        .ok_or(())
-                })
-                .ok()
+        // Arguments are read in place (a variable's value is not copied:
+        // `publishEvents(inputs: $i)` carries every event).
+        let argument = |name: &str| -> Option<std::borrow::Cow<'_, Value>> {
+            match &field.get_argument(name)?.node {
+                InputValue::Variable(var) => self
+                    .variables
+                    .get(var)
+                    .or_else(|| defaults.get(var))
+                    .map(std::borrow::Cow::Borrowed),
+                InputValue::List(items) => Some(std::borrow::Cow::Owned(Value::List(vec![
+                        Value::Null;
+                        items.len()
+                    ]))),
+                other => other.clone().into_const().map(std::borrow::Cow::Owned),
+            }
         };
-        let integer = |name: &str| match argument(name) {
+        let integer = |name: &str| match argument(name).as_deref() {
             Some(Value::Number(n)) => n.as_u64().or_else(|| n.as_i64().map(|_| 0)),
             _ => None,
         };
@@ -389,12 +408,12 @@ impl Counter<'_> {
             "devices" | "events" | "commands" if !field.selection_set.node.items.is_empty() => {
                 limits.default_page_size.max(1)
             }
-            "publishEvents" => match argument("inputs") {
+            "publishEvents" => match argument("inputs").as_deref() {
                 Some(Value::List(items)) => (items.len() as u64).max(1),
                 _ => limits.batch_events as u64,
             },
             "telemetry" => {
-                let time = |name: &str| match argument(name) {
+                let time = |name: &str| match argument(name).as_deref() {
                     Some(Value::String(text)) => text.parse::<DateTime<Utc>>().ok(),
                     _ => None,
                 };

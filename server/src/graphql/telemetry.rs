@@ -122,7 +122,7 @@ impl TelemetryQuery {
 
 /// `"a.b"` → `["a", "b"]`; `""` → the payload itself. Keys may hold any
 /// printable character except `.` (the separator), `"` and `\`.
-fn field_path(field: &str) -> ApiResult<Vec<String>> {
+pub(super) fn field_path(field: &str) -> ApiResult<Vec<String>> {
     if field.is_empty() {
         return Ok(Vec::new());
     }

@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     AppState,
     auth::AuthError,
+    config::Limits,
     graphql::{FerriteSchema, RequestContext, admission, live},
     store::entity::Role,
 };
@@ -394,20 +395,10 @@ async fn graphql_post(
             };
         }
     };
-    // serde would also read a struct from a JSON array; only an object is a
-    // GraphQL request (batches are not supported).
-    let is_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    let max_depth = state.app.config.limits.json_depth + admission::JSON_ENVELOPE_DEPTH;
-    let parsed = if let Err(too_deep) = admission::scan_json(&bytes, max_depth) {
-        Err(too_deep)
-    } else if is_object {
-        serde_json::from_slice::<async_graphql::Request>(&bytes).map_err(|err| err.to_string())
-    } else {
-        Err("expected a JSON object".to_owned())
-    };
-    let request = match parsed {
+    let mut request = match request_from_body(&bytes, &state.app.config.limits) {
         Ok(request) => request,
-        Err(err) => {
+        Err(BodyError::NoQuery) => return missing_query(format),
+        Err(BodyError::Malformed(err)) => {
             return error_response(
                 format,
                 StatusCode::BAD_REQUEST,
@@ -419,10 +410,6 @@ async fn graphql_post(
             );
         }
     };
-    if request.query.trim().is_empty() {
-        return missing_query(format);
-    }
-    let mut request = request;
     if let Some(refused) = refusal(&state, &mut request, format) {
         return refused;
     }
@@ -456,6 +443,40 @@ fn refusal(
         .headers_mut()
         .insert(header::CONTENT_TYPE, format.content_type());
     Some(response)
+}
+
+/// Why a POST body is not a GraphQL request.
+pub enum BodyError {
+    /// Not a JSON object of GraphQL's request shape (or nested too deep).
+    Malformed(String),
+    /// A request without a query.
+    NoQuery,
+}
+
+/// Reads a `POST /graphql` body: its nesting is scanned before serde_json
+/// builds anything, then it must be one JSON object (serde would also read
+/// a struct from an array; batches are not supported) with a query.
+pub fn request_from_body(
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<async_graphql::Request, BodyError> {
+    admission::scan_json(bytes, limits.json_depth + admission::JSON_ENVELOPE_DEPTH)
+        .map_err(BodyError::Malformed)?;
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(BodyError::Malformed("expected a JSON object".to_owned()));
+    }
+    let request = serde_json::from_slice::<async_graphql::Request>(bytes)
+        .map_err(|err| BodyError::Malformed(err.to_string()))?;
+    if request.query.trim().is_empty() {
+        return Err(BodyError::NoQuery);
+    }
+    Ok(request)
+}
+
+/// Decodes a WebSocket text message as a socket does (for the fuzzer).
+#[doc(hidden)]
+pub fn decode_ws_message(text: &str, limits: &Limits) {
+    let _ = ws::decode(text, limits);
 }
 
 fn missing_query(format: Format) -> Response {

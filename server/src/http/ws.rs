@@ -50,6 +50,7 @@ use uuid::Uuid;
 
 use crate::{
     auth,
+    config::Limits,
     graphql::{RequestContext, SocketLease, admission, error::ApiError, live},
     metrics::GaugeGuard,
     store::ConnectorSession,
@@ -108,7 +109,7 @@ pub(super) fn upgrade(ws: WebSocketUpgrade, state: HttpState, client: SocketAddr
 /// A message from the client, in either protocol.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum ClientMessage {
+pub(super) enum ClientMessage {
     ConnectionInit {
         #[serde(default)]
         payload: Option<serde_json::Value>,
@@ -140,8 +141,17 @@ enum ClientMessage {
     ConnectionTerminate {},
 }
 
+/// Reads a client's text message: its nesting is scanned before serde_json
+/// builds anything. Either failure closes the socket with 4400.
+pub(super) fn decode(text: &str, limits: &Limits) -> Result<ClientMessage, Close> {
+    let max_depth = limits.json_depth + admission::JSON_ENVELOPE_DEPTH;
+    admission::scan_json(text.as_bytes(), max_depth)
+        .map_err(|too_deep| Close::new(4400, too_deep))?;
+    serde_json::from_str(text).map_err(|_| Close::new(4400, "Invalid message received"))
+}
+
 /// Why the server closes a socket.
-struct Close(u16, String);
+pub(super) struct Close(u16, String);
 
 impl Close {
     fn new(code: u16, reason: impl Into<String>) -> Self {
@@ -334,11 +344,7 @@ impl Connection {
         sink: &mut Sink,
         operations: &mut StreamMap<String, Results>,
     ) -> Result<Option<Credential>, Close> {
-        let max_depth = self.state.app.config.limits.json_depth + admission::JSON_ENVELOPE_DEPTH;
-        admission::scan_json(text.as_bytes(), max_depth)
-            .map_err(|too_deep| Close::new(4400, too_deep))?;
-        let message: ClientMessage =
-            serde_json::from_str(text).map_err(|_| Close::new(4400, "Invalid message received"))?;
+        let message = decode(text, &self.state.app.config.limits)?;
         let legacy = self.protocol == Protocol::Legacy;
         match message {
             ClientMessage::ConnectionInit { payload } => {

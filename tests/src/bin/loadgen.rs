@@ -38,6 +38,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use ferrite_e2e::process::rss_kib;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -405,15 +406,6 @@ fn print_cpu(before: Option<(u64, u64, u64)>, after: Option<(u64, u64, u64)>) {
             (s1 - s0) as f64 * 100.0 / total
         );
     }
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// Events through the gateway library: its outbox (SQLite, synchronous=FULL)
