@@ -326,24 +326,21 @@ async fn alias_bombs_are_refused_by_cost_even_for_a_read_key() {
         .unwrap()
         .to_owned();
     let before = target.rss_mib();
-    let aliases: String = (0..1000)
-        .map(|n| {
-            format!("a{n}: devices(first: 500) {{ nodes {{ id externalId name attributes }} }} ")
-        })
-        .collect();
-    let answer = target
-        .gql(Some(&reader), &format!("{{ {aliases} }}"), json!({}))
-        .await;
+    // `count` aliases of a full page of devices.
+    let bomb = |count: usize| {
+        let aliases: String = (0..count)
+            .map(|n| {
+                format!(
+                    "a{n}: devices(first: 500) {{ nodes {{ id externalId name attributes }} }} "
+                )
+            })
+            .collect();
+        format!("{{ {aliases} }}")
+    };
+    let answer = target.gql(Some(&reader), &bomb(1000), json!({})).await;
     assert_eq!(code(&answer), "BAD_USER_INPUT", "{answer:.300}");
     // Within the alias limit, the cost still multiplies by the page.
-    let aliases: String = (0..60)
-        .map(|n| {
-            format!("a{n}: devices(first: 500) {{ nodes {{ id externalId name attributes }} }} ")
-        })
-        .collect();
-    let answer = target
-        .gql(Some(&reader), &format!("{{ {aliases} }}"), json!({}))
-        .await;
+    let answer = target.gql(Some(&reader), &bomb(60), json!({})).await;
     assert!(message(&answer).contains("would cost"), "{answer:.300}");
     let after = target.rss_mib();
     assert!(
