@@ -245,14 +245,10 @@ impl ConnectorConfig {
 
     /// Defaults, then the TOML in `text`; validated. No file, no environment.
     pub fn from_toml_str(text: &str) -> Result<ConnectorConfig, ConfigError> {
-        let config: ConnectorConfig =
+        Self::extract(
             Figment::from(Serialized::defaults(ConnectorConfig::default()))
-                .merge(Toml::string(text))
-                .extract()
-                .map_err(Box::new)?;
-        config.options()?;
-        config.validate_devices()?;
-        Ok(config)
+                .merge(Toml::string(text)),
+        )
     }
 
     fn load_from(file: Option<&Path>, env: Env) -> Result<ConnectorConfig, ConfigError> {
@@ -263,7 +259,12 @@ impl ConnectorConfig {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        let config: ConnectorConfig = figment.merge(env).extract().map_err(Box::new)?;
+        Self::extract(figment.merge(env))
+    }
+
+    /// The configuration the layers of `figment` make, validated.
+    fn extract(figment: Figment) -> Result<ConnectorConfig, ConfigError> {
+        let config: ConnectorConfig = figment.extract().map_err(Box::new)?;
         config.options()?;
         config.validate_devices()?;
         Ok(config)

@@ -409,22 +409,21 @@ impl Config {
                     .any(|top| key == *top || key.starts_with(&format!("{top}__")))
             })
             .split("__");
-        let config: Config = figment
-            .merge(env)
-            .merge(Serialized::globals(overrides))
-            .extract()
-            .map_err(Box::new)?;
-        config.validate()?;
+        let config = Self::extract(figment.merge(env).merge(Serialized::globals(overrides)))?;
         Ok((config, file))
     }
 
     /// Defaults, then the TOML in `text`; validated. No file, no
     /// environment (for the fuzzer and tests).
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string(text))
-            .extract()
-            .map_err(Box::new)?;
+        Self::extract(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
+        )
+    }
+
+    /// The configuration the layers of `figment` make, validated.
+    fn extract(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }

@@ -39,54 +39,7 @@ pub mod store;
 
 /// Entry points for the fuzz targets in `fuzz/`: not part of the API.
 #[doc(hidden)]
-pub mod fuzzing {
-    use crate::config::{Config, Limits};
-
-    /// A `POST /graphql` body, as the HTTP handler reads it: nesting scan,
-    /// JSON, the request object, then admission (size, nesting, parse,
-    /// cost).
-    pub fn http_body(bytes: &[u8]) {
-        let limits = Limits::default();
-        if let Ok(mut request) = crate::http::request_from_body(bytes, &limits) {
-            let _ = crate::graphql::admission::admit(&mut request, &limits);
-        }
-    }
-
-    /// A GraphQL document and variables, through admission.
-    pub fn document(query: &str, variables: &str) {
-        let mut request = async_graphql::Request::new(query);
-        if let Ok(variables) = serde_json::from_str::<serde_json::Value>(variables) {
-            request = request.variables(async_graphql::Variables::from_json(variables));
-        }
-        let _ = crate::graphql::admission::admit(&mut request, &Limits::default());
-    }
-
-    /// A WebSocket text message, as the socket decodes it.
-    pub fn websocket_message(text: &str) {
-        crate::http::decode_ws_message(text, &Limits::default());
-    }
-
-    /// A JSON payload, as `publishEvent` checks it.
-    pub fn json_payload(bytes: &[u8]) {
-        let limits = Limits::default();
-        if crate::graphql::admission::scan_json(bytes, limits.json_depth).is_err() {
-            return;
-        }
-        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
-            let _ = crate::graphql::check_json("payload", &value, &limits);
-        }
-    }
-
-    /// A `telemetry` field path.
-    pub fn telemetry_field(field: &str) {
-        crate::graphql::check_telemetry_field(field);
-    }
-
-    /// A `ferrite.toml`, parsed and validated.
-    pub fn config(text: &str) {
-        let _ = Config::from_toml_str(text);
-    }
-}
+pub mod fuzzing;
 
 use std::{
     future::Future,
@@ -289,25 +242,6 @@ impl Server {
         let schema = graphql::schema(state.clone());
         let (open_sockets, mut sockets_closed) = mpsc::channel::<()>(1);
         let http_settings = state.config.http.clone();
-        let open_files = http::serve::raise_open_files_limit();
-        let max_connections =
-            http::serve::effective_max_connections(http_settings.max_connections, open_files);
-        if max_connections < http_settings.max_connections {
-            tracing::warn!(
-                configured = http_settings.max_connections,
-                max_connections,
-                ?open_files,
-                "http.max_connections lowered to fit the open-files limit"
-            );
-        }
-        tracing::info!(
-            ?open_files,
-            max_connections,
-            per_address = http_settings.max_connections_per_address,
-            "connection limits"
-        );
-        let gate =
-            http::serve::Gate::new(max_connections, http_settings.max_connections_per_address);
         let app = http::router(
             state,
             schema,
@@ -323,7 +257,7 @@ impl Server {
             let _ = stop_tx.send(true);
         });
         tracing::info!(%addr, "ferrite is listening");
-        http::serve::serve(listener, app, &http_settings, gate, stop_rx).await;
+        http::serve::serve(listener, app, &http_settings, stop_rx).await;
         // Sockets send their close frames and drop their handles.
         if tokio::time::timeout(SOCKET_CLOSE_GRACE, sockets_closed.recv())
             .await

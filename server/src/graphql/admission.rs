@@ -41,21 +41,27 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Limits;
 
-/// Checks `request` against the limits and leaves it parsed. Idempotent:
-/// a request admitted once is admitted again at the cost of a scan.
+/// Checks `request` against the limits and leaves it parsed; a refusal
+/// carries `extensions.code` `BAD_USER_INPUT`. A request admitted once is
+/// marked and not counted again.
 pub fn admit(request: &mut Request, limits: &Limits) -> ServerResult<()> {
     if request.data.contains_key(&TypeId::of::<Admitted>()) {
         return Ok(());
     }
-    scan(&request.query, limits)?;
-    // Moved out and back rather than cloned: a publish carries its events
-    // in the variables.
-    let variables = std::mem::take(&mut request.variables);
-    let counted = request
-        .parsed_query()
-        .and_then(|document| cost(document, &variables, limits));
-    request.variables = variables;
-    counted?;
+    let checked = scan(&request.query, limits).and_then(|()| {
+        // Moved out and back rather than cloned: a publish carries its
+        // events in the variables.
+        let variables = std::mem::take(&mut request.variables);
+        let counted = request
+            .parsed_query()
+            .and_then(|document| cost(document, &variables, limits));
+        request.variables = variables;
+        counted
+    });
+    if let Err(mut refused) = checked {
+        super::error::add_code(&mut refused);
+        return Err(refused);
+    }
     request.data.insert(Admitted);
     Ok(())
 }

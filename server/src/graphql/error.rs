@@ -159,7 +159,7 @@ fn with_codes(mut response: Response) -> Response {
     response
 }
 
-fn add_code(error: &mut ServerError) {
+pub(super) fn add_code(error: &mut ServerError) {
     let has_code = error
         .extensions
         .as_ref()

@@ -72,17 +72,16 @@ pub fn json_depth(value: &Json, stop: usize) -> usize {
     let mut deepest = 0;
     let mut pending = vec![(value, 0)];
     while let Some((value, around)) = pending.pop() {
-        let children: Box<dyn Iterator<Item = &Json>> = match value {
-            Json::Array(items) => Box::new(items.iter()),
-            Json::Object(map) => Box::new(map.values()),
-            Json::Null | Json::Bool(_) | Json::Number(_) | Json::String(_) => continue,
-        };
         let depth = around + 1;
+        match value {
+            Json::Array(items) => pending.extend(items.iter().map(|item| (item, depth))),
+            Json::Object(map) => pending.extend(map.values().map(|item| (item, depth))),
+            Json::Null | Json::Bool(_) | Json::Number(_) | Json::String(_) => continue,
+        }
         deepest = deepest.max(depth);
         if deepest > stop {
             break;
         }
-        pending.extend(children.map(|child| (child, depth)));
     }
     deepest
 }

@@ -41,19 +41,6 @@ mod totals;
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 
 pub use auth::validate_username;
-
-/// The checks `publishEvent` applies to a payload (for the fuzzer).
-#[doc(hidden)]
-pub fn check_json(field: &str, value: &serde_json::Value, limits: &Limits) -> Result<(), String> {
-    input::json(field, value, limits.payload_bytes, limits.json_depth)
-        .map_err(|e| e.message().to_owned())
-}
-
-/// Parses a `telemetry` field path (for the fuzzer).
-#[doc(hidden)]
-pub fn check_telemetry_field(field: &str) {
-    let _ = telemetry::field_path(field);
-}
 pub use context::{RequestContext, SocketLease};
 
 use crate::{AppState, config::Limits};
@@ -106,4 +93,17 @@ pub fn schema(state: AppState) -> FerriteSchema {
 /// The schema in SDL, as `schema.graphql` holds it.
 pub fn sdl() -> String {
     builder(&Limits::default()).finish().sdl()
+}
+
+/// The checks `publishEvent` applies to a payload (for the fuzzer).
+#[doc(hidden)]
+pub fn check_json(field: &str, value: &serde_json::Value, limits: &Limits) -> Result<(), String> {
+    input::json(field, value, limits.payload_bytes, limits.json_depth)
+        .map_err(|e| e.message().to_owned())
+}
+
+/// Parses a `telemetry` field path (for the fuzzer).
+#[doc(hidden)]
+pub fn check_telemetry_field(field: &str) {
+    let _ = telemetry::field_path(field);
 }

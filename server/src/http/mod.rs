@@ -291,6 +291,17 @@ fn too_large_message(limit: usize) -> String {
     )
 }
 
+/// [`too_large_message`] as a GraphQL error with its code, for a response
+/// that is already under way (a subscription message).
+fn too_large_error(limit: usize) -> async_graphql::ServerError {
+    let mut error = async_graphql::ServerError::new(too_large_message(limit), None);
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", "BAD_USER_INPUT");
+    error
+}
+
 /// Runs a request and encodes the response.
 async fn execute(
     state: &HttpState,
@@ -304,35 +315,30 @@ async fn execute(
     let request_error = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
-    let (status, body) = if request_error {
-        let status = match format {
-            Format::GraphqlResponse => StatusCode::BAD_REQUEST,
-            Format::Json => StatusCode::OK,
-        };
-        (status, json!({ "errors": response.errors }).to_string())
-    } else {
-        match to_json_within(&response, state.app.config.limits.response_bytes) {
-            Ok(body) => (StatusCode::OK, body),
-            Err(Rendered::TooLarge(limit)) => {
-                return error_response(
-                    format,
-                    StatusCode::OK,
-                    "BAD_USER_INPUT",
-                    &too_large_message(limit),
-                );
-            }
-            Err(Rendered::Failed(err)) => {
-                tracing::error!(error = %err, "encoding a GraphQL response failed");
-                return error_response(
-                    format,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL",
-                    "internal error",
-                );
-            }
+    if request_error {
+        return request_error_response(format, &response.errors);
+    }
+    let body = match to_json_within(&response, state.app.config.limits.response_bytes) {
+        Ok(body) => body,
+        Err(Rendered::TooLarge(limit)) => {
+            return error_response(
+                format,
+                StatusCode::OK,
+                "BAD_USER_INPUT",
+                &too_large_message(limit),
+            );
+        }
+        Err(Rendered::Failed(err)) => {
+            tracing::error!(error = %err, "encoding a GraphQL response failed");
+            return error_response(
+                format,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "internal error",
+            );
         }
     };
-    let mut http = (status, body).into_response();
+    let mut http = body.into_response();
     http.headers_mut()
         .insert(header::CONTENT_TYPE, format.content_type());
     http
@@ -429,20 +435,22 @@ fn refusal(
     format: Format,
 ) -> Option<Response> {
     let error = admission::admit(request, &state.app.config.limits).err()?;
+    Some(request_error_response(format, &[error]))
+}
+
+/// A request that did not parse, validate or pass admission: its errors,
+/// with 400 for `application/graphql-response+json` and 200 for
+/// `application/json`, as the GraphQL-over-HTTP spec has it.
+fn request_error_response(format: Format, errors: &[async_graphql::ServerError]) -> Response {
     let status = match format {
         Format::GraphqlResponse => StatusCode::BAD_REQUEST,
         Format::Json => StatusCode::OK,
     };
-    let body = json!({ "errors": [{
-        "message": error.message,
-        "locations": error.locations,
-        "extensions": { "code": "BAD_USER_INPUT" },
-    }] });
-    let mut response = (status, body.to_string()).into_response();
+    let mut response = (status, json!({ "errors": errors }).to_string()).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, format.content_type());
-    Some(response)
+    response
 }
 
 /// Why a POST body is not a GraphQL request.

@@ -3,8 +3,8 @@
 //! header timeout, no connection caps and a shutdown that waits for every
 //! client to finish.
 //!
-//! - **Caps** ([`Gate`]): at most `http.max_connections` open connections
-//!   (lowered to fit the open-files limit, which [`raise_open_files_limit`]
+//! - **Caps** (`Gate`): at most `http.max_connections` open connections
+//!   (lowered to fit the open-files limit, which `raise_open_files_limit`
 //!   raises to its hard maximum at start) and `http.max_connections_per_address`
 //!   from one client address (an IPv6 /64). A connection past a cap is
 //!   closed at once, before a byte is read. An upgraded WebSocket keeps its
@@ -48,7 +48,7 @@ const RESERVED_FILES: u64 = 256;
 /// Raises the soft open-files limit to the hard one (systemd's default soft
 /// limit of 1 024 would otherwise cap the server at about a thousand
 /// sockets) and returns the limit now in force.
-pub fn raise_open_files_limit() -> Option<u64> {
+fn raise_open_files_limit() -> Option<u64> {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => Some(limit),
         Err(err) => {
@@ -60,7 +60,7 @@ pub fn raise_open_files_limit() -> Option<u64> {
 
 /// The connection cap in force: the configured one, lowered to what the
 /// open-files limit leaves for clients.
-pub fn effective_max_connections(configured: usize, open_files: Option<u64>) -> usize {
+fn effective_max_connections(configured: usize, open_files: Option<u64>) -> usize {
     match open_files {
         Some(limit) => configured.min(limit.saturating_sub(RESERVED_FILES).max(1) as usize),
         None => configured,
@@ -69,7 +69,7 @@ pub fn effective_max_connections(configured: usize, open_files: Option<u64>) -> 
 
 /// Counts open connections, in all and per client address.
 #[derive(Clone)]
-pub struct Gate(Arc<GateShared>);
+struct Gate(Arc<GateShared>);
 
 struct GateShared {
     max_total: usize,
@@ -85,13 +85,35 @@ struct Open {
 }
 
 /// One admitted connection's place; given back when dropped.
-pub struct Permit {
+struct Permit {
     gate: Gate,
     address: IpAddr,
 }
 
 impl Gate {
-    pub fn new(max_total: usize, max_per_address: usize) -> Self {
+    /// The gate of `settings`, after raising the open-files limit to fit
+    /// it as far as the system allows (both logged).
+    fn for_settings(settings: &HttpConfig) -> Self {
+        let open_files = raise_open_files_limit();
+        let max_connections = effective_max_connections(settings.max_connections, open_files);
+        if max_connections < settings.max_connections {
+            tracing::warn!(
+                configured = settings.max_connections,
+                max_connections,
+                ?open_files,
+                "http.max_connections lowered to fit the open-files limit"
+            );
+        }
+        tracing::info!(
+            ?open_files,
+            max_connections,
+            per_address = settings.max_connections_per_address,
+            "connection limits"
+        );
+        Gate::new(max_connections, settings.max_connections_per_address)
+    }
+
+    fn new(max_total: usize, max_per_address: usize) -> Self {
         Gate(Arc::new(GateShared {
             max_total,
             max_per_address,
@@ -100,7 +122,7 @@ impl Gate {
     }
 
     /// A place for a connection from `client`, unless a cap is reached.
-    pub fn admit(&self, client: IpAddr) -> Result<Permit, Refused> {
+    fn admit(&self, client: IpAddr) -> Result<Permit, Refused> {
         let address = address_key(client);
         let mut open = self.0.open.lock().expect("BUG: gate lock poisoned");
         if open.total >= self.0.max_total {
@@ -116,11 +138,6 @@ impl Gate {
             gate: self.clone(),
             address,
         })
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.0.open.lock().expect("BUG: gate lock poisoned").total
     }
 }
 
@@ -139,7 +156,7 @@ impl Drop for Permit {
 
 /// Which cap refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+enum Refused {
     Total,
     Address,
 }
@@ -197,9 +214,9 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     settings: &HttpConfig,
-    gate: Gate,
     mut stop: watch::Receiver<bool>,
 ) {
+    let gate = Gate::for_settings(settings);
     let header_timeout = Duration::from_secs(settings.header_timeout_seconds);
     let grace = Duration::from_secs(settings.shutdown_grace_seconds);
     let mut connections = JoinSet::new();
@@ -302,8 +319,8 @@ mod tests {
         let _third = gate.admit(b).unwrap();
         assert_eq!(gate.admit(b).err(), Some(Refused::Total));
         drop(first);
-        assert_eq!(gate.open(), 2);
         let _again = gate.admit(a).unwrap();
+        assert_eq!(gate.admit(a).err(), Some(Refused::Total));
     }
 
     #[test]

@@ -45,7 +45,7 @@ use tokio::{
 };
 use tokio_stream::StreamMap;
 
-use super::{HttpState, Rendered, to_json_within, too_large_message};
+use super::{HttpState, Rendered, to_json_within, too_large_error};
 use uuid::Uuid;
 
 use crate::{
@@ -515,25 +515,6 @@ impl Connection {
             return Ok(());
         }
         self.failed.retain(|failed| failed != &id);
-        let mut request = request;
-        if let Err(error) = admission::admit(&mut request, &self.state.app.config.limits) {
-            let errors = json!([{
-                "message": error.message,
-                "locations": error.locations,
-                "extensions": {"code": "BAD_USER_INPUT"},
-            }]);
-            let payload = match self.protocol {
-                Protocol::TransportWs => errors,
-                Protocol::Legacy => json!({"errors": errors}),
-            };
-            send_json(
-                sink,
-                &json!({"type": "error", "id": id, "payload": payload}),
-            )
-            .await
-            .map_err(|_| Close::new(1011, "send failed"))?;
-            return Ok(());
-        }
         let results = self.execute(&id, request, session).await;
         operations.insert(id, results);
         Ok(())
@@ -548,6 +529,11 @@ impl Connection {
         session: Arc<Data>,
     ) -> Results {
         let end = || stream::once(async { Output::End });
+        // Before `live::compile` parses the document: a refusal is a request
+        // error, sent as any other (an `error` message, no `complete`).
+        if let Err(refused) = admission::admit(&mut request, &self.state.app.config.limits) {
+            return failed(refused);
+        }
         let schema = &self.state.schema;
         let Some(compiled) = live::compile(&mut request, &self.state.plans) else {
             return schema
@@ -575,13 +561,10 @@ impl Connection {
                 operation = id,
                 "BUG: a resolver handed over a feed its plan does not render"
             );
-            let error = async_graphql::Error::from(ApiError::Internal)
-                .into_server_error(async_graphql::Pos::default());
-            return stream::once(async {
-                Output::Response(Box::new(Response::from_errors(vec![error])))
-            })
-            .chain(end())
-            .boxed();
+            return failed(
+                async_graphql::Error::from(ApiError::Internal)
+                    .into_server_error(async_graphql::Pos::default()),
+            );
         };
         // What goes before the payload, the same for every message of this
         // operation: `{"type":"next","id":"…","payload":`.
@@ -645,22 +628,19 @@ impl Connection {
                     id,
                     payload: &response,
                 };
-                let text = match to_json_within(
-                    &outgoing,
-                    self.state.app.config.limits.response_bytes,
-                ) {
-                    Ok(text) => text,
-                    Err(Rendered::TooLarge(limit)) => {
-                        let errors = json!([{
-                            "message": too_large_message(limit),
-                            "extensions": {"code": "BAD_USER_INPUT"},
-                        }]);
-                        json!({"type": self.next_kind(), "id": id, "payload": {"data": null, "errors": errors}}).to_string()
-                    }
-                    Err(Rendered::Failed(err)) => {
-                        panic!("BUG: a GraphQL response serialises: {err}")
-                    }
-                };
+                let text =
+                    match to_json_within(&outgoing, self.state.app.config.limits.response_bytes) {
+                        Ok(text) => text,
+                        Err(Rendered::TooLarge(limit)) => serde_json::to_string(&Outgoing {
+                            kind: self.next_kind(),
+                            id,
+                            payload: &Response::from_errors(vec![too_large_error(limit)]),
+                        })
+                        .expect("BUG: an error response serialises"),
+                        Err(Rendered::Failed(err)) => {
+                            panic!("BUG: a GraphQL response serialises: {err}")
+                        }
+                    };
                 sink.feed(Message::Text(Utf8Bytes::from(text))).await
             }
             Output::Message(text) => sink.feed(Message::Text(Utf8Bytes::from(text))).await,
@@ -673,6 +653,15 @@ impl Connection {
             }
         }
     }
+}
+
+/// An operation that ends with one error before it ran.
+fn failed(error: async_graphql::ServerError) -> Results {
+    stream::iter([
+        Output::Response(Box::new(Response::from_errors(vec![error]))),
+        Output::End,
+    ])
+    .boxed()
 }
 
 /// A message with a payload, as sent to the client.

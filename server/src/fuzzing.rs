@@ -1,0 +1,49 @@
+//! Entry points for the fuzz targets in `fuzz/`: each feeds client bytes
+//! to the function the server itself runs on them. Not part of the API.
+
+use crate::config::{Config, Limits};
+
+/// A `POST /graphql` body, as the HTTP handler reads it: nesting scan,
+/// JSON, the request object, then admission (size, nesting, parse,
+/// cost).
+pub fn http_body(bytes: &[u8]) {
+    let limits = Limits::default();
+    if let Ok(mut request) = crate::http::request_from_body(bytes, &limits) {
+        let _ = crate::graphql::admission::admit(&mut request, &limits);
+    }
+}
+
+/// A GraphQL document and variables, through admission.
+pub fn document(query: &str, variables: &str) {
+    let mut request = async_graphql::Request::new(query);
+    if let Ok(variables) = serde_json::from_str::<serde_json::Value>(variables) {
+        request = request.variables(async_graphql::Variables::from_json(variables));
+    }
+    let _ = crate::graphql::admission::admit(&mut request, &Limits::default());
+}
+
+/// A WebSocket text message, as the socket decodes it.
+pub fn websocket_message(text: &str) {
+    crate::http::decode_ws_message(text, &Limits::default());
+}
+
+/// A JSON payload, as `publishEvent` checks it.
+pub fn json_payload(bytes: &[u8]) {
+    let limits = Limits::default();
+    if crate::graphql::admission::scan_json(bytes, limits.json_depth).is_err() {
+        return;
+    }
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        let _ = crate::graphql::check_json("payload", &value, &limits);
+    }
+}
+
+/// A `telemetry` field path.
+pub fn telemetry_field(field: &str) {
+    crate::graphql::check_telemetry_field(field);
+}
+
+/// A `ferrite.toml`, parsed and validated.
+pub fn config(text: &str) {
+    let _ = Config::from_toml_str(text);
+}
