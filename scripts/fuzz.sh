@@ -7,6 +7,8 @@
 #   scripts/fuzz.sh            # every target, 600 s each
 #   scripts/fuzz.sh 60 document http_body
 set -euo pipefail
+# The fuzz targets need no dashboard: build the server without Node.
+export FERRITE_SKIP_WEB=1
 cd "$(dirname "$0")/../fuzz"
 seconds=${1:-600}
 shift || true

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check and test of Ferrite: formatting, clippy, and the unit and
-# end-to-end tests on SQLite and on a real PostgreSQL.
+# Runs every check and test of Ferrite: formatting, clippy, the unit and
+# end-to-end tests on SQLite and on a real PostgreSQL, and the dashboard's
+# type check, unit tests (Vitest) and browser tests (Debian's Chromium,
+# installed first if missing).
 #
 # PostgreSQL: a throwaway cluster is started on a private port (installed
 # from Debian's packages first if missing) and removed afterwards. Set
@@ -35,3 +37,18 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> cargo test"
 cargo test --workspace --locked "$@"
+
+# The dashboard: server/build.rs has run `npm ci` in web/ by now.
+echo "==> web: type check and unit tests"
+(cd web && node_modules/.bin/tsc --noEmit -p . && node_modules/.bin/vitest run)
+
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "==> installing chromium from Debian's packages (for the browser tests)"
+  if [[ $(id -u) -ne 0 ]] || ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+    echo "ERROR: no chromium for the browser tests; install Debian's chromium package (needs root)." >&2
+    exit 1
+  fi
+fi
+echo "==> web: browser tests (screenshots in target/dashboard-screenshots)"
+cargo build --locked -p ferrite-server -p ferrite-connector --bins
+node web/e2e/run.mjs

@@ -289,11 +289,7 @@ impl EventSubscription {
         let caller = principal(ctx, Permission::Read)?;
         let app = state(ctx);
         let filter = filter.unwrap_or_default().into_store(&app.config.limits)?;
-        let after = match after {
-            None => None,
-            Some(id) if id.as_str() == "0" => Some(0),
-            Some(id) => Some(input::event_id(&id)?),
-        };
+        let after = after.map(|id| input::event_position(&id)).transpose()?;
         let events = EventStream::new(app.store.clone(), &app.bus, caller.scope(), filter, after);
         // The WebSocket transport delivers compiled subscriptions itself.
         if let Some(handoff) = ctx.data_opt::<live::Handoff>() {

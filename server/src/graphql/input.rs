@@ -130,6 +130,21 @@ pub fn event_id(id: &ID) -> ApiResult<i64> {
         })
 }
 
+/// An event id used as a position in the stream (`after`, `asOf`): `0`
+/// stands before every event.
+pub fn event_position(id: &ID) -> ApiResult<i64> {
+    id.as_str()
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id >= 0)
+        .ok_or_else(|| {
+            ApiError::bad_input(format!(
+                "`{}` is not a valid event id (or 0)",
+                shown(id.as_str())
+            ))
+        })
+}
+
 /// What kind of list a cursor belongs to; a cursor of one list is refused by
 /// another.
 #[derive(Debug, Clone, Copy)]

@@ -76,6 +76,12 @@ impl TelemetryQuery {
     /// is missing or holds anything else are skipped. An event counts at
     /// `occurredAt` when the device sent one, else at `receivedAt`. At most
     /// `limits.telemetry_buckets` (10 000) buckets per query.
+    ///
+    /// With `asOf`, only events with ids up to it count: a chart that takes
+    /// the id of the newest event first (`events(first: 1)`), asks for
+    /// `telemetry(asOf: thatId)` and subscribes to `events(after: thatId)`
+    /// extends its buckets live with no event missing or counted twice at
+    /// the seam (event ids are committed in order).
     async fn telemetry(
         &self,
         ctx: &Context<'_>,
@@ -85,6 +91,7 @@ impl TelemetryQuery {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         bucket_seconds: i32,
+        as_of: Option<ID>,
     ) -> ApiResult<Vec<TelemetryBucket>> {
         let caller = principal(ctx, Permission::Read)?;
         let app = state(ctx);
@@ -102,6 +109,7 @@ impl TelemetryQuery {
             from,
             to,
             bucket_seconds: i64::from(bucket_seconds),
+            as_of: as_of.map(|id| input::event_position(&id)).transpose()?,
         };
         let max = app.config.limits.telemetry_buckets;
         let buckets = query.bucket_count();

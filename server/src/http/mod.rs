@@ -29,7 +29,7 @@ use axum::{
     },
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -46,6 +46,8 @@ const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
 /// The accept loop: connection caps, header timeouts, bounded shutdown.
 pub mod serve;
+/// Dashboard sign-in with the refresh token in an HttpOnly cookie.
+mod session;
 /// GraphQL over WebSocket.
 mod ws;
 
@@ -90,6 +92,11 @@ pub fn router(app: AppState, schema: FerriteSchema, sockets: SocketShutdown) -> 
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/auth/login", post(session::login))
+        .route("/auth/refresh", post(session::refresh))
+        .route("/auth/logout", post(session::logout))
+        .merge(dashboard())
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(HttpState(Arc::new(Shared {
             app,
             schema,
@@ -97,6 +104,67 @@ pub fn router(app: AppState, schema: FerriteSchema, sockets: SocketShutdown) -> 
             open_sockets: sockets.open_sockets,
             plans: live::Plans::default(),
         })))
+}
+
+/// The dashboard (`web/`, built by `build.rs`): `index.html` for `/` and
+/// every client-side route, hashed assets cached for a year (their names
+/// change with their content), `index.html` revalidated every time so a new
+/// release is picked up at once; brotli or gzip as the browser accepts.
+fn dashboard<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    memory_serve::load!()
+        .index_file(Some("/index.html"))
+        .fallback(Some("/index.html"))
+        .fallback_status(StatusCode::OK)
+        .html_cache_control(memory_serve::CacheControl::NoCache)
+        .cache_control(memory_serve::CacheControl::Long)
+        // Off by default in debug builds; on, so the tests see what users get.
+        .enable_brotli(true)
+        .enable_gzip(true)
+        .into_router()
+        .layer(axum::middleware::from_fn(pages_only))
+}
+
+/// The dashboard answers a browser's page loads only: an unknown path asked
+/// with another method, or as a WebSocket upgrade (a gateway with a wrong
+/// URL), is a 404 it can report, not the dashboard's HTML.
+async fn pages_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let page_load = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) && !request.headers().contains_key(header::UPGRADE);
+    if !page_load {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    next.run(request).await
+}
+
+/// The policy of every page this server sends: scripts, styles and
+/// connections from this origin only (no inline script, nothing from a CDN),
+/// never framed, no referrer leaves it.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+    style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; \
+    object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+const GRAPHIQL_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; \
+    script-src 'self' 'unsafe-inline' https://unpkg.com; \
+    style-src 'self' 'unsafe-inline' https://unpkg.com; img-src 'self' data: https:; \
+    font-src 'self' https://unpkg.com; connect-src 'self'; object-src 'none'; \
+    frame-ancestors 'none'";
+
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("content-security-policy", CONTENT_SECURITY_POLICY),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cross-origin-opener-policy", "same-origin"),
+    ] {
+        headers
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// Alive: the process answers.
@@ -513,7 +581,7 @@ async fn graphql_get(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/html"));
     if query.is_empty() && wants_html {
-        return Html(
+        let mut page = Html(
             GraphiQLSource::build()
                 .endpoint("/graphql")
                 .subscription_endpoint("/graphql")
@@ -521,6 +589,14 @@ async fn graphql_get(
                 .finish(),
         )
         .into_response();
+        // async-graphql's GraphiQL page is an inline script loading GraphiQL
+        // from unpkg: its own, looser policy until it is served from the
+        // binary like the dashboard (issue #13's note).
+        page.headers_mut().insert(
+            "content-security-policy",
+            HeaderValue::from_static(GRAPHIQL_CONTENT_SECURITY_POLICY),
+        );
+        return page;
     }
     let mut request = match async_graphql::http::parse_query_string(&query) {
         Ok(request) => request,

@@ -37,6 +37,9 @@ pub struct TelemetryQuery {
     pub to: DateTime<Utc>,
     /// Whole seconds, at least 1.
     pub bucket_seconds: i64,
+    /// Only events with ids up to this one count (the seam between a
+    /// chart's history and its live tail).
+    pub as_of: Option<i64>,
 }
 
 impl TelemetryQuery {
@@ -180,6 +183,9 @@ impl Store {
                 continue;
             };
             let id: i64 = row.try_get("", "id")?;
+            if query.as_of.is_some_and(|as_of| id > as_of) {
+                continue;
+            }
             let at: DateTime<Utc> = row.try_get("", "at")?;
             buckets.add(at, id, value);
         }
@@ -288,6 +294,7 @@ mod tests {
             from,
             to,
             bucket_seconds,
+            as_of: None,
         }
     }
 

@@ -15,5 +15,6 @@ mod http;
 mod metrics;
 mod readme;
 mod realtime;
+mod session;
 mod shutdown;
 mod telemetry;

@@ -2,7 +2,11 @@
 //! an event counts at, what counts as a value, and every argument refused.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use ferrite_e2e::{Backend, GqlResponse, TestApp, on_both_backends};
+use ferrite_e2e::{
+    Backend, GqlResponse, TestApp, on_both_backends,
+    ws::{Op, next_item},
+};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -10,6 +14,7 @@ on_both_backends!(
     telemetry_reads_booleans_bare_payloads_and_odd_keys,
     an_event_without_occurred_at_counts_when_it_was_received,
     telemetry_refuses_bad_arguments_and_other_tenants_devices,
+    as_of_splits_history_from_the_live_tail_with_no_seam,
 );
 
 const TELEMETRY: &str =
@@ -438,4 +443,90 @@ async fn telemetry_refuses_bad_arguments_and_other_tenants_devices(backend: Back
     assert_eq!(app.event_count(&admin).await, stored + 1);
     let admins = series.buckets("kwh", "v", span, 60).await;
     assert_eq!(admins[0]["sum"], json!(2.0));
+}
+
+/// A chart's recipe (DESIGN, Dashboard): take the newest event id, read
+/// `telemetry(asOf:)` and subscribe with `after:` that id. Events published
+/// before the cut count in the buckets only; events after it arrive on the
+/// subscription only, including those published between the two requests.
+async fn as_of_splits_history_from_the_live_tail_with_no_seam(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let device = app.register_device(&admin, "meter-1").await;
+    let series = Series {
+        app: &app,
+        token: &admin,
+        device: &device,
+    };
+    for value in [1, 2, 3] {
+        series
+            .publish("power", Some(f64::from(value)), json!({"w": value}))
+            .await;
+    }
+    let response = app
+        .gql(
+            Some(&admin),
+            "{ events(first: 1) { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    let cut = response.data()["events"]["nodes"][0]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    // Published after the cut, before the chart reads its history.
+    series.publish("power", Some(4.0), json!({"w": 4})).await;
+
+    let span = (t(0.0), t(60.0));
+    let query = "query($d: ID!, $from: DateTime!, $to: DateTime!, $asOf: ID) {
+        telemetry(deviceId: $d, service: \"power\", field: \"w\", from: $from, to: $to,
+                  bucketSeconds: 60, asOf: $asOf) { count sum }
+    }";
+    let buckets = |as_of: Value| {
+        let variables = json!({
+            "d": device, "from": rfc3339(span.0), "to": rfc3339(span.1), "asOf": as_of,
+        });
+        let app = &app;
+        let admin = &admin;
+        async move {
+            let response = app.gql(Some(admin), query, variables).await;
+            count_and_sum(&response.data()["telemetry"][0])
+        }
+    };
+    assert_eq!(buckets(json!(cut)).await, (json!(3), json!(6.0)));
+    assert_eq!(buckets(Value::Null).await, (json!(4), json!(10.0)));
+    assert_eq!(buckets(json!("0")).await, (json!(0), Value::Null));
+
+    let client = app.ws_client(&admin, None).await.expect("a socket");
+    let mut tail = client
+        .subscribe(Op::new(
+            "subscription($d: ID!, $after: ID) { events(filter: {deviceIds: [$d]}, after: $after) { payload } }",
+            json!({"d": device, "after": cut}),
+        ))
+        .await
+        .expect("subscribed");
+    assert_eq!(
+        next_item(&mut tail).await["data"]["events"]["payload"],
+        json!({"w": 4})
+    );
+    series.publish("power", Some(5.0), json!({"w": 5})).await;
+    assert_eq!(
+        next_item(&mut tail).await["data"]["events"]["payload"],
+        json!({"w": 5})
+    );
+    let nothing_more =
+        tokio::time::timeout(std::time::Duration::from_millis(300), tail.next()).await;
+    assert!(
+        nothing_more.is_err(),
+        "an event came twice: {nothing_more:?}"
+    );
+
+    let refused = app
+        .gql(
+            Some(&admin),
+            query,
+            json!({"d": device, "from": rfc3339(span.0), "to": rfc3339(span.1), "asOf": "-1"}),
+        )
+        .await;
+    assert_eq!(refused.error_code(), "BAD_USER_INPUT");
 }

@@ -1,0 +1,145 @@
+// The dashboard as a user sees it, in a real Chromium, against the real
+// server and a real simulated gateway.
+
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { get } from 'node:http';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { ADMIN_PASSWORD, Gateway, Server, browser, eventually, screenshots, signIn, watchedPage } from './harness.mjs';
+
+let server;
+let gateway;
+let chromium;
+let context;
+let page;
+
+before(async () => {
+  mkdirSync(screenshots, { recursive: true });
+  server = await Server.start();
+  const admin = await server.login('admin', ADMIN_PASSWORD);
+  gateway = await Gateway.start(server, await server.apiKey(admin));
+  chromium = await browser();
+  context = await chromium.newContext({ colorScheme: 'light', viewport: { width: 1280, height: 860 } });
+  page = await watchedPage(context, server);
+});
+
+after(async () => {
+  await gateway?.stop();
+  await chromium?.close();
+  await server?.cleanup();
+});
+
+test('the page is served from the binary with a strict CSP; assets are long-cached', async () => {
+  const index = await fetch(`${server.origin}/devices/some-deep-link`);
+  assert.equal(index.status, 200);
+  assert.equal(index.headers.get('cache-control'), 'no-cache');
+  const csp = index.headers.get('content-security-policy');
+  assert.match(csp, /script-src 'self'/);
+  assert.match(csp, /connect-src 'self'/);
+  assert.match(csp, /frame-ancestors 'none'/);
+  const html = await index.text();
+  assert.doesNotMatch(html, /<script>(?!<\/script>)/, 'no inline script');
+  const script = html.match(/src="(\/assets\/[^"]+\.js)"/)[1];
+  // node:http, not fetch: fetch does not let a caller choose Accept-Encoding.
+  const asset = await new Promise((done, fail) =>
+    get(`${server.origin}${script}`, { headers: { 'accept-encoding': 'br, gzip' } }, (response) => {
+      response.resume();
+      done(response);
+    }).on('error', fail));
+  assert.equal(asset.statusCode, 200);
+  assert.match(asset.headers['cache-control'], /immutable/);
+  assert.equal(asset.headers['content-encoding'], 'br');
+});
+
+test('a wrong password shows the server message; the deep link survives sign-in', async () => {
+  await signIn(page, server, 'admin', 'not-the-password', '/events?service=temperature');
+  await page.getByRole('alert').filter({ hasText: 'wrong username or password' }).waitFor();
+  assert.match(await page.getByRole('alert').textContent(), /UNAUTHENTICATED/);
+  await page.getByLabel('Password').fill(ADMIN_PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Events' }).waitFor();
+  assert.equal(new URL(page.url()).search, '?service=temperature');
+  // Live readings of the thermometer arrive in the log.
+  await page.getByRole('table', { name: 'Events' }).getByRole('cell', { name: 'temperature' }).first().waitFor();
+  // The refresh token is nowhere page script can read it.
+  assert.equal(await page.evaluate(() => document.cookie), '');
+  const cookies = await context.cookies();
+  const refresh = cookies.find((c) => c.name === 'ferrite_refresh');
+  assert.ok(refresh?.httpOnly && refresh.sameSite === 'Strict' && refresh.path === '/auth');
+});
+
+test("the gateway's devices are listed ONLINE, live", async () => {
+  await page.getByRole('link', { name: 'Devices' }).click();
+  const table = page.getByRole('table', { name: 'Devices' });
+  const row = table.getByRole('row').filter({ hasText: 'Greenhouse thermometer' });
+  await row.getByText('ONLINE').waitFor();
+  await table.getByRole('row').filter({ hasText: 'Pump relay' }).getByText('ONLINE').waitFor();
+  await page.getByLabel('Search').fill('pump');
+  await eventually('the filter to leave one device', 5_000, async () => (await table.getByRole('row').count()) === 2);
+  await page.getByLabel('Search').fill('');
+  await page.screenshot({ path: join(screenshots, 'devices-light.png'), fullPage: true });
+});
+
+test('a device page charts a reading live and sends a command that SUCCEEDS', async () => {
+  await page.getByRole('link', { name: 'Greenhouse thermometer' }).click();
+  await page.getByRole('heading', { name: /Greenhouse thermometer/ }).waitFor();
+  await page.getByRole('checkbox', { name: 'celsius' }).check();
+  await page.getByRole('img', { name: /Chart of temperature.celsius/ }).locator('canvas').waitFor();
+  assert.match(page.url(), /lines=temperature%3Acelsius|lines=temperature:celsius/);
+  await page.screenshot({ path: join(screenshots, 'device-light.png'), fullPage: true });
+
+  await page.getByRole('link', { name: '← Devices' }).click();
+  await page.getByRole('link', { name: 'Pump relay' }).click();
+  await page.getByLabel('Service').fill('set');
+  await page.getByLabel('Payload (JSON)').fill('{"on": tru');
+  await page.getByRole('button', { name: 'Send command' }).click();
+  await page.getByRole('alert').filter({ hasText: 'not JSON' }).waitFor();
+  await page.getByLabel('Payload (JSON)').fill('{"on": true}');
+  await page.getByRole('button', { name: 'Send command' }).click();
+  const commands = page.getByRole('table', { name: 'Commands' });
+  await commands.getByText('SUCCEEDED').waitFor({ timeout: 15_000 });
+  await commands.getByText('{"on":true}').first().waitFor();
+});
+
+test('API keys: the secret is shown once; revoking it works', async () => {
+  await page.getByRole('link', { name: 'API keys' }).click();
+  await page.getByLabel('Name').fill('browser-made');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  const secret = await page.getByLabel('New key secret').textContent();
+  assert.match(secret, /^frt_/);
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.getByRole('button', { name: 'Revoke browser-made' }).click();
+  await page.getByRole('row').filter({ hasText: 'browser-made' }).getByText(/revoked/).waitFor();
+});
+
+test('dark theme and a 360 px phone', async () => {
+  const dark = await chromium.newContext({ colorScheme: 'dark', viewport: { width: 360, height: 740 } });
+  const phone = await watchedPage(dark, server);
+  await signIn(phone, server);
+  await phone.getByRole('table', { name: 'Devices' }).getByText('ONLINE').first().waitFor();
+  const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow} px wider than the phone`);
+  await phone.screenshot({ path: join(screenshots, 'devices-dark-phone.png'), fullPage: true });
+  assert.deepEqual(phone.problems, []);
+  await dark.close();
+});
+
+test('the gateway stops: its devices turn OFFLINE, live', async () => {
+  await page.getByRole('link', { name: 'Devices' }).click();
+  const row = page.getByRole('table', { name: 'Devices' }).getByRole('row').filter({ hasText: 'Pump relay' });
+  await row.getByText('ONLINE').waitFor();
+  await gateway.stop();
+  await row.getByText('OFFLINE').waitFor({ timeout: 15_000 });
+  await page.getByRole('link', { name: 'API keys' }).click();
+});
+
+test('a reload keeps the session; sign-out ends it', async () => {
+  await page.reload();
+  await page.getByRole('heading', { name: 'API keys' }).waitFor();
+  await page.getByRole('button', { name: /Sign out/ }).click();
+  await page.getByRole('heading', { name: 'Sign in to Ferrite' }).waitFor();
+  await page.reload();
+  await page.getByRole('heading', { name: 'Sign in to Ferrite' }).waitFor();
+  assert.deepEqual(page.problems.filter((p) => !p.includes('401')), []);
+});

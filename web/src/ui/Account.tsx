@@ -1,0 +1,43 @@
+// The signed-in user's own account: change password.
+
+import { useState } from 'preact/hooks';
+import { gql } from '../lib/graphql';
+import { session } from './App';
+import { ErrorNote } from './Login';
+
+export function Account() {
+  const [error, setError] = useState<unknown>(null);
+  const [done, setDone] = useState(false);
+  const user = session.tokens.value?.user;
+  async function change(event: Event) {
+    event.preventDefault();
+    const form = event.currentTarget as HTMLFormElement;
+    const data = new FormData(form);
+    try {
+      await gql('mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }', {
+        c: String(data.get('current')),
+        n: String(data.get('new')),
+      });
+      setDone(true);
+      setError(null);
+      form.reset();
+    } catch (e) {
+      setError(e);
+      setDone(false);
+    }
+  }
+  return (
+    <main>
+      <h1>Account</h1>
+      <p>Signed in as <strong>{user?.username}</strong> ({user?.role}).</p>
+      <form onSubmit={change} aria-label="Change password" class="stack">
+        <h2>Change password</h2>
+        <label>Current password <input name="current" type="password" required autocomplete="current-password" /></label>
+        <label>New password <input name="new" type="password" required minLength={8} autocomplete="new-password" /></label>
+        <button type="submit">Change password</button>
+        {done && <p role="status">Password changed. Your other sessions were signed out.</p>}
+        {error !== null && <ErrorNote error={error} />}
+      </form>
+    </main>
+  );
+}
