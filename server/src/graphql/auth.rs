@@ -233,6 +233,41 @@ impl AuthMutation {
         Ok(User(user))
     }
 
+    /// Sets another user's password (an administrator resetting a
+    /// forgotten one) and ends all of that user's login sessions: their
+    /// refresh tokens stop working. Administrators only. To change your own,
+    /// use `changePassword`, which asks for the current one.
+    async fn set_user_password(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        new_password: String,
+    ) -> ApiResult<bool> {
+        principal(ctx, Permission::Admin)?.require_admin()?;
+        let id = input::uuid_id("user", &id)?;
+        authn::validate_new_password(&new_password).map_err(ApiError::bad_input)?;
+        let app = state(ctx);
+        // Found before hashing: an unknown id costs no argon2 run.
+        let user = app.store.user_by_id(id).await.or_not_found("user")?;
+        let hash = app.auth.hasher().hash(new_password).await?;
+        app.store.set_password(user.id, hash).await?;
+        Ok(true)
+    }
+
+    /// Makes a user ADMIN or MEMBER; it applies to the user's next request
+    /// (an API key of a demoted user is capped at WRITE). The last
+    /// administrator cannot be demoted (CONFLICT). Administrators only.
+    async fn set_user_role(&self, ctx: &Context<'_>, id: ID, role: Role) -> ApiResult<User> {
+        principal(ctx, Permission::Admin)?.require_admin()?;
+        let id = input::uuid_id("user", &id)?;
+        let user = state(ctx)
+            .store
+            .set_role(id, role)
+            .await
+            .or_not_found("user")?;
+        Ok(User(user))
+    }
+
     /// Changes the caller's password and ends all of its other sessions
     /// (their refresh tokens stop working).
     async fn change_password(

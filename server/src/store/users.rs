@@ -1,7 +1,8 @@
 //! Queries on `users`.
 
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -63,6 +64,40 @@ impl Store {
             .order_by_asc(user::Column::Id)
             .all(&self.db)
             .await?)
+    }
+
+    /// Gives a user another role. Refuses (`Conflict`) to demote the last
+    /// administrator: nobody could manage users afterwards. The
+    /// administrators' rows are locked while they are counted (`FOR UPDATE`
+    /// on PostgreSQL; SQLite's write transaction is exclusive already), so
+    /// two administrators demoting each other at once cannot both succeed.
+    pub async fn set_role(&self, user_id: Uuid, role: Role) -> Result<user::Model, StoreError> {
+        let tx = self.begin_write().await?;
+        let found = user::Entity::find_by_id(user_id)
+            .one(&tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if found.role == role {
+            return Ok(found);
+        }
+        if found.role == Role::Admin {
+            let admins = user::Entity::find()
+                .filter(user::Column::Role.eq(Role::Admin))
+                .lock_exclusive()
+                .all(&tx)
+                .await?;
+            if admins.len() <= 1 {
+                return Err(StoreError::Conflict(
+                    "this is the last administrator; make another user ADMIN first",
+                ));
+            }
+        }
+        let mut model: user::ActiveModel = found.into();
+        model.role = Set(role);
+        model.updated_at = Set(now());
+        let updated = model.update(&tx).await?;
+        tx.commit().await?;
+        Ok(updated)
     }
 
     /// Replaces a user's password hash and ends all of its login sessions.

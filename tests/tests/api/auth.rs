@@ -14,6 +14,7 @@ on_both_backends!(
     a_read_key_cannot_mutate,
     a_members_keys_are_capped_at_write,
     only_an_admin_manages_users,
+    an_admin_resets_passwords_and_roles_but_keeps_one_admin,
     change_password_needs_the_current_one_and_ends_other_sessions,
     repeated_failed_logins_are_rate_limited,
     me_describes_the_caller,
@@ -379,6 +380,132 @@ async fn only_an_admin_manages_users(backend: Backend) {
         users.data()["users"],
         json!([{"username": "admin", "role": "ADMIN"}, {"username": "alice", "role": "MEMBER"}])
     );
+}
+
+async fn an_admin_resets_passwords_and_roles_but_keeps_one_admin(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let member = app.create_member("alice").await;
+    let admin = app.admin_token().await;
+    let users = app
+        .gql(Some(&admin), "{ users { id username } }", json!({}))
+        .await;
+    let id_of = |name: &str| {
+        users.data()["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == name)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (alice, admin_id) = (id_of("alice"), id_of("admin"));
+    let reset = "mutation($id: ID!, $p: String!) { setUserPassword(id: $id, newPassword: $p) }";
+    let role = "mutation($id: ID!, $r: Role!) { setUserRole(id: $id, role: $r) { username role } }";
+    let alices_session = app
+        .gql(
+            None,
+            LOGIN_FULL,
+            json!({"u": "alice", "p": MEMBER_PASSWORD}),
+        )
+        .await;
+    let alices_refresh = alices_session.data()["login"]["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A member may do neither, not even to herself.
+    for (query, vars) in [
+        (reset, json!({"id": alice, "p": "a brand new one"})),
+        (role, json!({"id": alice, "r": "ADMIN"})),
+    ] {
+        let refused = app.gql(Some(&member), query, vars).await;
+        assert_eq!(refused.error_code(), "FORBIDDEN");
+    }
+    // Bad input is refused before anything changes.
+    let short = app
+        .gql(Some(&admin), reset, json!({"id": alice, "p": "short"}))
+        .await;
+    assert_eq!(short.error_code(), "BAD_USER_INPUT");
+    let garbage = app
+        .gql(
+            Some(&admin),
+            reset,
+            json!({"id": "x".repeat(10_000), "p": "long enough"}),
+        )
+        .await;
+    assert_eq!(garbage.error_code(), "BAD_USER_INPUT");
+    let unknown = app
+        .gql(
+            Some(&admin),
+            role,
+            json!({"id": uuid::Uuid::nil().to_string(), "r": "ADMIN"}),
+        )
+        .await;
+    assert_eq!(unknown.error_code(), "NOT_FOUND");
+    app.login("alice", MEMBER_PASSWORD).await;
+
+    // The reset: the new password works, the old one and her sessions do not.
+    let done = app
+        .gql(
+            Some(&admin),
+            reset,
+            json!({"id": alice, "p": "reset by admin"}),
+        )
+        .await;
+    assert_eq!(done.data()["setUserPassword"], true);
+    app.login("alice", "reset by admin").await;
+    let old = app
+        .gql(
+            None,
+            LOGIN_FULL,
+            json!({"u": "alice", "p": MEMBER_PASSWORD}),
+        )
+        .await;
+    assert_eq!(old.error_code(), "UNAUTHENTICATED");
+    let replayed = app.gql(None, REFRESH, json!({"t": alices_refresh})).await;
+    assert_eq!(replayed.error_code(), "UNAUTHENTICATED");
+
+    // The only administrator cannot demote itself.
+    let last = app
+        .gql(Some(&admin), role, json!({"id": admin_id, "r": "MEMBER"}))
+        .await;
+    assert_eq!(last.error_code(), "CONFLICT");
+    // Promoted, alice manages users at once with the token she already has.
+    let alice_token = app.login("alice", "reset by admin").await;
+    let promoted = app
+        .gql(Some(&admin), role, json!({"id": alice, "r": "ADMIN"}))
+        .await;
+    assert_eq!(
+        promoted.data()["setUserRole"],
+        json!({"username": "alice", "role": "ADMIN"})
+    );
+    let listing = app
+        .gql(Some(&alice_token), "{ users { username } }", json!({}))
+        .await;
+    assert_eq!(listing.data()["users"].as_array().unwrap().len(), 2);
+    // Now there are two: alice demotes admin, and is then the last one.
+    let demoted = app
+        .gql(
+            Some(&alice_token),
+            role,
+            json!({"id": admin_id, "r": "MEMBER"}),
+        )
+        .await;
+    assert_eq!(demoted.data()["setUserRole"]["role"], "MEMBER");
+    let refused = app
+        .gql(Some(&admin), "{ users { username } }", json!({}))
+        .await;
+    assert_eq!(refused.error_code(), "FORBIDDEN");
+    let alone = app
+        .gql(
+            Some(&alice_token),
+            role,
+            json!({"id": alice, "r": "MEMBER"}),
+        )
+        .await;
+    assert_eq!(alone.error_code(), "CONFLICT");
 }
 
 async fn change_password_needs_the_current_one_and_ends_other_sessions(backend: Backend) {
