@@ -26,6 +26,7 @@ const NODE_MIN: (u32, u32) = (20, 19);
 const SOURCES: &[&str] = &[
     "src",
     "index.html",
+    "graphiql.html",
     "package.json",
     "package-lock.json",
     "vite.config.ts",

@@ -17,10 +17,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use async_graphql::{
-    http::GraphiQLSource,
-    parser::types::{DocumentOperations, OperationType},
-};
+use async_graphql::parser::types::{DocumentOperations, OperationType};
 use axum::{
     Router,
     body::{Body, Bytes},
@@ -28,11 +25,12 @@ use axum::{
         ConnectInfo, RawQuery, State, WebSocketUpgrade, ws::rejection::WebSocketUpgradeRejection,
     },
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
+use tower::ServiceExt;
 
 use crate::{
     AppState,
@@ -75,6 +73,8 @@ struct Shared {
     open_sockets: mpsc::Sender<()>,
     /// Compiled `events` subscriptions, shared by identical selections.
     plans: live::Plans,
+    /// The built pages (`web/`): the dashboard, and GraphiQL for `/graphql`.
+    pages: Router,
 }
 
 /// What the router needs to stop WebSocket connections on shutdown: hyper's
@@ -87,6 +87,7 @@ pub struct SocketShutdown {
 /// The router of every HTTP endpoint. Serve it with [`serve::serve`], which
 /// gives each request the client's address (login throttling needs it).
 pub fn router(app: AppState, schema: FerriteSchema, sockets: SocketShutdown) -> Router {
+    let pages = dashboard();
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
@@ -95,7 +96,7 @@ pub fn router(app: AppState, schema: FerriteSchema, sockets: SocketShutdown) -> 
         .route("/auth/login", post(session::login))
         .route("/auth/refresh", post(session::refresh))
         .route("/auth/logout", post(session::logout))
-        .merge(dashboard())
+        .fallback_service(pages.clone())
         .layer(axum::middleware::map_response(security_headers))
         .with_state(HttpState(Arc::new(Shared {
             app,
@@ -103,6 +104,7 @@ pub fn router(app: AppState, schema: FerriteSchema, sockets: SocketShutdown) -> 
             shutdown: sockets.shutdown,
             open_sockets: sockets.open_sockets,
             plans: live::Plans::default(),
+            pages,
         })))
 }
 
@@ -110,7 +112,8 @@ pub fn router(app: AppState, schema: FerriteSchema, sockets: SocketShutdown) -> 
 /// every client-side route, hashed assets cached for a year (their names
 /// change with their content), `index.html` revalidated every time so a new
 /// release is picked up at once; brotli or gzip as the browser accepts.
-fn dashboard<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// Built once: memory-serve leaks what it serves, by design.
+fn dashboard() -> Router {
     memory_serve::load!()
         .index_file(Some("/index.html"))
         .fallback(Some("/index.html"))
@@ -145,10 +148,11 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
     style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; \
     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-const GRAPHIQL_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; \
-    script-src 'self' 'unsafe-inline' https://unpkg.com; \
-    style-src 'self' 'unsafe-inline' https://unpkg.com; img-src 'self' data: https:; \
-    font-src 'self' https://unpkg.com; connect-src 'self'; object-src 'none'; \
+/// GraphiQL's: the same, but its components set inline styles and its
+/// stylesheet embeds fonts as `data:` URLs. Scripts stay this origin's only.
+const GRAPHIQL_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
+    connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
     frame-ancestors 'none'";
 
 async fn security_headers(mut response: Response) -> Response {
@@ -165,6 +169,21 @@ async fn security_headers(mut response: Response) -> Response {
             .or_insert(HeaderValue::from_static(value));
     }
     response
+}
+
+/// GraphiQL for a browser's `GET /graphql`: `web/graphiql.html`, built into
+/// the binary with the dashboard (nothing from a CDN), served with the
+/// dashboard's caching and compression and its own policy.
+async fn graphiql(state: &HttpState, headers: HeaderMap) -> Response {
+    let mut request = axum::http::Request::new(Body::empty());
+    *request.uri_mut() = axum::http::Uri::from_static("/graphiql.html");
+    *request.headers_mut() = headers;
+    let Ok(mut page) = state.pages.clone().oneshot(request).await;
+    page.headers_mut().insert(
+        "content-security-policy",
+        HeaderValue::from_static(GRAPHIQL_CONTENT_SECURITY_POLICY),
+    );
+    page
 }
 
 /// Alive: the process answers.
@@ -581,22 +600,7 @@ async fn graphql_get(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/html"));
     if query.is_empty() && wants_html {
-        let mut page = Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql")
-                .title("Ferrite GraphiQL")
-                .finish(),
-        )
-        .into_response();
-        // async-graphql's GraphiQL page is an inline script loading GraphiQL
-        // from unpkg: its own, looser policy until it is served from the
-        // binary like the dashboard (issue #13's note).
-        page.headers_mut().insert(
-            "content-security-policy",
-            HeaderValue::from_static(GRAPHIQL_CONTENT_SECURITY_POLICY),
-        );
-        return page;
+        return graphiql(&state, headers).await;
     }
     let mut request = match async_graphql::http::parse_query_string(&query) {
         Ok(request) => request,

@@ -166,8 +166,28 @@ async fn a_browser_gets_graphiql(backend: Backend) {
             .unwrap()
             .starts_with("text/html")
     );
+    // Built into the binary with the dashboard: nothing from a CDN, no
+    // inline script, scripts from this origin only.
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    assert!(csp.contains("connect-src 'self';"), "{csp}");
+    assert!(!csp.contains("http"), "{csp}");
     let html = page.text().await.unwrap();
-    assert!(html.contains("graphiql"), "{html}");
+    assert!(html.contains("<title>Ferrite GraphiQL</title>"), "{html}");
+    assert!(!html.contains("://"), "{html}");
+    assert!(!html.contains("<script>"), "no inline script: {html}");
+    let script = html
+        .split("src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a script");
+    assert!(script.starts_with("/assets/"), "{script}");
+    let asset = app.client.get(app.url(script)).send().await.unwrap();
+    assert_eq!(asset.status(), 200);
+    assert!(asset.text().await.unwrap().contains("GraphiQL"));
 }
 
 async fn an_oversized_body_is_refused(backend: Backend) {
