@@ -50,5 +50,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 echo "==> web: browser tests (screenshots in target/dashboard-screenshots)"
-cargo build --locked -p ferrite-server -p ferrite-connector --bins
+# They run target/debug/ferrite and ferrite-connector, which `cargo test`
+# has just built for the CLI tests (a separate `cargo build` would compile
+# again with other features unified).
 node web/e2e/run.mjs

@@ -102,6 +102,43 @@ test('a device page charts a reading live and sends a command that SUCCEEDS', as
   await commands.getByText('{"on":true}').first().waitFor();
 });
 
+test("a chart puts another device's value beside this one's", async () => {
+  await page.getByRole('link', { name: 'Devices', exact: true }).click();
+  await page.getByRole('link', { name: 'Greenhouse thermometer' }).click();
+  await page.getByRole('checkbox', { name: 'celsius' }).check();
+  const compare = page.getByRole('form', { name: 'Compare with another device' });
+  await compare.getByLabel('Compare with').selectOption({ label: 'Pump relay' });
+  // The relay reported {"on": true} after the command above.
+  await compare.getByLabel('Value').selectOption('state:on');
+  await compare.getByRole('button', { name: 'Add to chart' }).click();
+  await page.getByRole('img', { name: 'Chart of temperature.celsius, Pump relay: state.on' }).locator('canvas').waitFor();
+  assert.match(decodeURIComponent(page.url()), /lines=temperature:celsius,state:on@[0-9a-f-]{36}/);
+  await page.getByRole('button', { name: 'Remove Pump relay: state.on from the chart' }).click();
+  await page.getByRole('img', { name: 'Chart of temperature.celsius' }).waitFor();
+});
+
+test('Users: an administrator creates a user, promotes them and resets their password', async () => {
+  await page.getByRole('link', { name: 'Users' }).click();
+  const create = page.getByRole('form', { name: 'Create a user' });
+  await create.getByLabel('Username').fill('bob');
+  await create.getByLabel('Password').fill('bobs first password');
+  await create.getByRole('button', { name: 'Create user' }).click();
+  await page.getByRole('status').filter({ hasText: 'Created bob.' }).waitFor();
+  await page.getByLabel('Role of bob').selectOption('ADMIN');
+  await page.getByRole('status').filter({ hasText: 'bob is now ADMIN.' }).waitFor();
+  // The last administrator cannot be demoted: the server's refusal is shown.
+  await page.getByLabel('Role of bob').selectOption('MEMBER');
+  await page.getByRole('status').filter({ hasText: 'bob is now MEMBER.' }).waitFor();
+  await page.getByLabel('Role of admin').selectOption('MEMBER');
+  await page.getByRole('alert').filter({ hasText: 'CONFLICT' }).waitFor();
+  assert.equal(await page.getByLabel('Role of admin').inputValue(), 'ADMIN');
+  await page.getByRole('button', { name: 'Reset the password of bob' }).click();
+  await page.getByLabel('New password for bob').fill('set by the admin');
+  await page.getByRole('button', { name: 'Set password' }).click();
+  await page.getByRole('status').filter({ hasText: 'New password set for bob' }).waitFor();
+  assert.ok(await server.login('bob', 'set by the admin'));
+});
+
 test('API keys: the secret is shown once; revoking it works', async () => {
   await page.getByRole('link', { name: 'API keys' }).click();
   await page.getByLabel('Name').fill('browser-made');
@@ -113,6 +150,28 @@ test('API keys: the secret is shown once; revoking it works', async () => {
   await page.getByRole('row').filter({ hasText: 'browser-made' }).getByText(/revoked/).waitFor();
 });
 
+test('GraphiQL comes from the binary and runs queries as the signed-in user', async () => {
+  const graphiql = await watchedPage(context, server);
+  await graphiql.goto(`${server.origin}/graphql`);
+  await graphiql.getByRole('status').filter({ hasText: 'Signed in to the dashboard as admin' }).waitFor();
+  const editor = graphiql.locator('.graphiql-query-editor .CodeMirror').first();
+  await editor.click();
+  await graphiql.keyboard.press('Control+A');
+  await graphiql.keyboard.type('{ me { user { username role } } }');
+  await graphiql.getByRole('button', { name: /Execute query/ }).click();
+  await graphiql.locator('.result-window').getByText('"ADMIN"', { exact: true }).waitFor();
+  // A subscription runs over the WebSocket with the same session.
+  await editor.click();
+  await graphiql.keyboard.press('Control+A');
+  await graphiql.keyboard.type('subscription { events { service } }');
+  await graphiql.getByRole('button', { name: /Execute query/ }).click();
+  await graphiql.locator('.result-window').getByText('"temperature"', { exact: true }).first().waitFor({ timeout: 15_000 });
+  // Nothing from a CDN, and no inline script or style the policy refused.
+  assert.deepEqual(graphiql.problems, []);
+  await graphiql.screenshot({ path: join(screenshots, 'graphiql.png') });
+  await graphiql.close();
+});
+
 test('dark theme and a 360 px phone', async () => {
   const dark = await chromium.newContext({ colorScheme: 'dark', viewport: { width: 360, height: 740 } });
   const phone = await watchedPage(dark, server);
@@ -120,6 +179,11 @@ test('dark theme and a 360 px phone', async () => {
   await phone.getByRole('table', { name: 'Devices' }).getByText('ONLINE').first().waitFor();
   const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `the page is ${overflow} px wider than the phone`);
+  // Each device's status is on screen, not behind a sideways scroll.
+  for (const badge of await phone.getByRole('table', { name: 'Devices' }).getByText(/^(ONLINE|OFFLINE)$/).all()) {
+    const box = await badge.boundingBox();
+    assert.ok(box && box.x + box.width <= 360, `a status badge ends at ${box && box.x + box.width} px`);
+  }
   await phone.screenshot({ path: join(screenshots, 'devices-dark-phone.png'), fullPage: true });
   assert.deepEqual(phone.problems, []);
   await dark.close();

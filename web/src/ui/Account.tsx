@@ -2,6 +2,7 @@
 
 import { useState } from 'preact/hooks';
 import { gql } from '../lib/graphql';
+import { field, onSubmit } from './forms';
 import { session } from './App';
 import { ErrorNote } from './Login';
 
@@ -9,23 +10,14 @@ export function Account() {
   const [error, setError] = useState<unknown>(null);
   const [done, setDone] = useState(false);
   const user = session.tokens.value?.user;
-  async function change(event: Event) {
-    event.preventDefault();
-    const form = event.currentTarget as HTMLFormElement;
-    const data = new FormData(form);
-    try {
-      await gql('mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }', {
-        c: String(data.get('current')),
-        n: String(data.get('new')),
-      });
-      setDone(true);
-      setError(null);
-      form.reset();
-    } catch (e) {
-      setError(e);
-      setDone(false);
-    }
-  }
+  const change = onSubmit(async (fields) => {
+    setDone(false);
+    await gql('mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }', {
+      c: field(fields, 'current'),
+      n: field(fields, 'new'),
+    });
+    setDone(true);
+  }, setError);
   return (
     <main>
       <h1>Account</h1>

@@ -21,6 +21,68 @@ export function numericFields(payload: unknown, prefix = ''): string[] {
   );
 }
 
+/**
+ * A chart line in the URL: `service:field` of this device, or
+ * `service:field@deviceId` of another one.
+ */
+export function parseLine(spec: string, here: string): Line {
+  const at = spec.lastIndexOf('@');
+  const deviceId = at >= 0 ? spec.slice(at + 1) : here;
+  const [service, field = ''] = (at >= 0 ? spec.slice(0, at) : spec).split(':');
+  const value = field ? `${service}.${field}` : service;
+  const other = deviceId === here ? null : devices.value.get(deviceId)?.name ?? deviceId;
+  return { deviceId, service, field, label: other ? `${other}: ${value}` : value };
+}
+
+function lineKey(line: Line): string {
+  return `${line.service}:${line.field}@${line.deviceId}`;
+}
+
+/** Adds a value of another device to this device's chart. */
+function CompareForm({ deviceId, onAdd }: { deviceId: string; onAdd: (line: string) => void }) {
+  const [other, setOther] = useState('');
+  const [values, setValues] = useState<string[]>([]);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    setValues([]);
+    if (!other) return;
+    gql<{ events: { nodes: { service: string; payload: unknown }[] } }>(
+      'query($id: ID!) { events(first: 100, filter: { deviceIds: [$id] }) { nodes { service payload } } }',
+      { id: other },
+    ).then((d) => {
+      const found = new Set(d.events.nodes.flatMap((e) => numericFields(e.payload).map((f) => `${e.service}:${f}`)));
+      setValues([...found].sort());
+      setError(null);
+    }, setError);
+  }, [other]);
+  const candidates = [...devices.value.values()].filter((d) => d.id !== deviceId).sort((a, b) => a.name.localeCompare(b.name));
+  if (candidates.length === 0) return null;
+  return (
+    <form class="inline" aria-label="Compare with another device" onSubmit={(event) => {
+      event.preventDefault();
+      const value = new FormData(event.currentTarget).get('value');
+      if (other && value) onAdd(`${value}@${other}`);
+    }}>
+      <label>
+        Compare with
+        <select value={other} onChange={(e) => setOther(e.currentTarget.value)}>
+          <option value="">another device…</option>
+          {candidates.map((d) => <option key={d.id} value={d.id}>{d.name}</option>)}
+        </select>
+      </label>
+      <label>
+        Value
+        <select name="value" disabled={values.length === 0}>
+          {values.map((v) => <option key={v} value={v}>{v.replace(':', '.').replace(/\.$/, '')}</option>)}
+        </select>
+      </label>
+      <button type="submit" disabled={values.length === 0}>Add to chart</button>
+      {other && values.length === 0 && error === null && <span class="empty">No numeric values in its recent events.</span>}
+      {error !== null && <ErrorNote error={error} />}
+    </form>
+  );
+}
+
 export function DevicePage({ id }: { id: string }) {
   useEffect(() => void loadDevices(), []);
   const [fetched, setFetched] = useState<Device | null>(null);
@@ -54,10 +116,8 @@ export function DevicePage({ id }: { id: string }) {
     const next = chosen.includes(line) ? chosen.filter((l) => l !== line) : [...chosen, line];
     setParams({ lines: next.join(',') });
   };
-  const lines: Line[] = chosen.map((c) => {
-    const [service, field = ''] = c.split(':');
-    return { deviceId: id, service, field, label: field ? `${service}.${field}` : service };
-  });
+  const lines: Line[] = chosen.map((c) => parseLine(c, id));
+  const others = lines.filter((l) => l.deviceId !== id);
   const customFrom = params.get('from');
   const customTo = params.get('to');
 
@@ -118,6 +178,18 @@ export function DevicePage({ id }: { id: string }) {
         <label>To <input type="datetime-local" value={customTo ?? ''} onChange={(e) => setParams({ to: e.currentTarget.value })} /></label>
       </div>
       {lines.length === 0 && fields.length > 0 && <p class="empty">Tick a value above to chart it.</p>}
+      <CompareForm deviceId={id} onAdd={(line) => !chosen.includes(line) && setParams({ lines: [...chosen, line].join(',') })} />
+      {others.length > 0 && (
+        <ul class="inline" aria-label="Lines from other devices">
+          {others.map((l) => (
+            <li key={lineKey(l)}>
+              {l.label}{' '}
+              <button type="button" aria-label={`Remove ${l.label} from the chart`}
+                onClick={() => setParams({ lines: chosen.filter((c) => c !== lineKey(l)).join(',') })}>×</button>
+            </li>
+          ))}
+        </ul>
+      )}
       {lines.length > 0 && (
         <Chart lines={lines} range={range}
           from={customFrom && customTo ? Date.parse(customFrom) : undefined}

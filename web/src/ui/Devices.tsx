@@ -151,8 +151,8 @@ export function Devices() {
             <tr>
               <th scope="col">Name</th>
               <th scope="col">Status</th>
-              <th scope="col">Last seen</th>
-              <th scope="col">Type</th>
+              <th scope="col" class="wide">Last seen</th>
+              <th scope="col" class="wide">Type</th>
               <th scope="col">Location</th>
               <th scope="col">Gateway</th>
             </tr>
@@ -161,10 +161,10 @@ export function Devices() {
             <Spacer rows={start} columns={6} />
             {rows.slice(start, end).map((d, i) => (
               <tr key={d.id} aria-rowindex={start + i + 2}>
-                <td><a href={`/devices/${encodeURIComponent(d.id)}`}>{d.name}</a> <small>{d.externalId}</small></td>
+                <td class="name"><a href={`/devices/${encodeURIComponent(d.id)}`}>{d.name}</a> <small class="wide">{d.externalId}</small></td>
                 <td><StatusBadge status={d.status} /></td>
-                <td>{d.status === 'ONLINE' ? 'now' : ago(d.lastSeenAt)}</td>
-                <td>{d.type}</td>
+                <td class="wide">{d.status === 'ONLINE' ? 'now' : ago(d.lastSeenAt)}</td>
+                <td class="wide">{d.type}</td>
                 <td>{d.location ?? '—'}</td>
                 <td>{d.connectorId ?? '—'}</td>
               </tr>

@@ -3,6 +3,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { when } from '../lib/format';
 import { gql } from '../lib/graphql';
+import { field, onSubmit } from './forms';
 import { ErrorNote } from './Login';
 
 interface ApiKey {
@@ -23,24 +24,15 @@ export function Keys() {
   const [copied, setCopied] = useState(false);
   const load = () => gql<{ apiKeys: ApiKey[] }>(`{ apiKeys { ${KEY_FIELDS} } }`).then((d) => setKeys(d.apiKeys), setError);
   useEffect(() => void load(), []);
-  async function create(event: Event) {
-    event.preventDefault();
-    const form = event.currentTarget as HTMLFormElement;
-    const data = new FormData(form);
-    try {
-      const made = await gql<{ createApiKey: { secret: string; apiKey: ApiKey } }>(
-        `mutation($n: String!, $p: Permission!) { createApiKey(name: $n, permission: $p) { secret apiKey { ${KEY_FIELDS} } } }`,
-        { n: String(data.get('name')), p: String(data.get('permission')) },
-      );
-      setSecret({ name: made.createApiKey.apiKey.name, secret: made.createApiKey.secret });
-      setCopied(false);
-      setError(null);
-      form.reset();
-      void load();
-    } catch (e) {
-      setError(e);
-    }
-  }
+  const create = onSubmit(async (fields) => {
+    const made = await gql<{ createApiKey: { secret: string; apiKey: ApiKey } }>(
+      `mutation($n: String!, $p: Permission!) { createApiKey(name: $n, permission: $p) { secret apiKey { ${KEY_FIELDS} } } }`,
+      { n: field(fields, 'name'), p: field(fields, 'permission') },
+    );
+    setSecret({ name: made.createApiKey.apiKey.name, secret: made.createApiKey.secret });
+    setCopied(false);
+    void load();
+  }, setError);
   async function revoke(key: ApiKey) {
     if (!confirm(`Revoke the key “${key.name}”? Programs using it stop working at once.`)) return;
     try {

@@ -1,8 +1,10 @@
-// Users, for administrators: list and create.
+// Users, for administrators: create, change a role, reset a password.
 
 import { useEffect, useState } from 'preact/hooks';
 import { when } from '../lib/format';
 import { gql } from '../lib/graphql';
+import { session } from './App';
+import { field, onSubmit } from './forms';
 import { ErrorNote } from './Login';
 
 interface User {
@@ -11,30 +13,46 @@ interface User {
   role: string;
   createdAt: string;
 }
+const ROLES = ['MEMBER', 'ADMIN'];
 
 export function Users() {
   const [users, setUsers] = useState<User[]>([]);
   const [error, setError] = useState<unknown>(null);
-  const [made, setMade] = useState<string | null>(null);
+  const [done, setDone] = useState<string | null>(null);
+  const [resetting, setResetting] = useState<User | null>(null);
   const load = () => gql<{ users: User[] }>('{ users { id username role createdAt } }').then((d) => setUsers(d.users), setError);
   useEffect(() => void load(), []);
-  async function create(event: Event) {
-    event.preventDefault();
-    const form = event.currentTarget as HTMLFormElement;
-    const data = new FormData(form);
+  const me = session.tokens.value?.user.id;
+
+  const create = onSubmit(async (fields) => {
+    const result = await gql<{ createUser: User }>(
+      'mutation($i: CreateUserInput!) { createUser(input: $i) { username } }',
+      { i: { username: field(fields, 'username'), password: field(fields, 'password'), role: field(fields, 'role') } },
+    );
+    setDone(`Created ${result.createUser.username}.`);
+    void load();
+  }, setError);
+
+  async function setRole(user: User, role: string) {
     try {
-      const result = await gql<{ createUser: User }>(
-        'mutation($i: CreateUserInput!) { createUser(input: $i) { username } }',
-        { i: { username: String(data.get('username')), password: String(data.get('password')), role: String(data.get('role')) } },
-      );
-      setMade(result.createUser.username);
+      await gql('mutation($id: ID!, $r: Role!) { setUserRole(id: $id, role: $r) { id } }', { id: user.id, r: role });
+      setDone(`${user.username} is now ${role}.`);
       setError(null);
-      form.reset();
-      void load();
     } catch (e) {
       setError(e);
     }
+    void load();
   }
+
+  const reset = onSubmit(async (fields) => {
+    if (!resetting) return;
+    await gql('mutation($id: ID!, $p: String!) { setUserPassword(id: $id, newPassword: $p) }', {
+      id: resetting.id, p: field(fields, 'password'),
+    });
+    setDone(`New password set for ${resetting.username}; their sessions were signed out.`);
+    setResetting(null);
+  }, setError);
+
   return (
     <main>
       <h1>Users</h1>
@@ -43,20 +61,41 @@ export function Users() {
         <label>Password <input name="password" type="password" required minLength={8} autocomplete="new-password" /></label>
         <label>
           Role
-          <select name="role">
-            <option value="MEMBER">MEMBER</option>
-            <option value="ADMIN">ADMIN</option>
-          </select>
+          <select name="role">{ROLES.map((r) => <option key={r} value={r}>{r}</option>)}</select>
         </label>
         <button type="submit">Create user</button>
       </form>
-      {made && <p role="status">Created {made}.</p>}
+      {done && <p role="status">{done}</p>}
       {error !== null && <ErrorNote error={error} />}
+      {resetting && (
+        <form class="inline" onSubmit={reset} aria-label={`Reset the password of ${resetting.username}`}>
+          <label>
+            New password for {resetting.username}
+            <input name="password" type="password" required minLength={8} autocomplete="new-password" />
+          </label>
+          <button type="submit">Set password</button>
+          <button type="button" onClick={() => setResetting(null)}>Cancel</button>
+        </form>
+      )}
       <table aria-label="Users">
-        <thead><tr><th scope="col">Username</th><th scope="col">Role</th><th scope="col">Created</th></tr></thead>
+        <thead><tr><th scope="col">Username</th><th scope="col">Role</th><th scope="col">Password</th><th scope="col">Created</th></tr></thead>
         <tbody>
           {users.map((u) => (
-            <tr key={u.id}><td>{u.username}</td><td>{u.role}</td><td>{when(u.createdAt)}</td></tr>
+            <tr key={u.id}>
+              <td>{u.username}{u.id === me && <small> (you)</small>}</td>
+              <td>
+                <select aria-label={`Role of ${u.username}`} value={u.role}
+                  onChange={(e) => void setRole(u, e.currentTarget.value)}>
+                  {ROLES.map((r) => <option key={r} value={r}>{r}</option>)}
+                </select>
+              </td>
+              <td>
+                <button type="button" onClick={() => setResetting(u)} aria-label={`Reset the password of ${u.username}`}>
+                  Reset…
+                </button>
+              </td>
+              <td>{when(u.createdAt)}</td>
+            </tr>
           ))}
         </tbody>
       </table>
