@@ -10,7 +10,8 @@
 //!   ones at start, `ferrite migrate` runs them alone.
 //! - one module per change, in order: users, refresh tokens, API keys,
 //!   devices, events, commands, device sessions, nodes, settings, device
-//!   tombstones, the events index behind `telemetry`.
+//!   tombstones, the events index behind `telemetry`, device status
+//!   history.
 //!
 //! One index is an expression, which sea-query cannot write for SQLite; its
 //! migration spells out the one statement, identical on both backends.
@@ -39,6 +40,8 @@ mod m20261122_000009_create_settings;
 mod m20261122_000010_create_device_tombstones;
 /// `events`: an index by device, service and time, for `telemetry`.
 mod m20261202_000011_add_events_telemetry_index;
+/// `device_status_changes`: each device's ONLINE/OFFLINE/DISCONNECTED history.
+mod m20261203_000012_create_device_status_changes;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -57,6 +60,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000009_create_settings::Migration),
             Box::new(m20261122_000010_create_device_tombstones::Migration),
             Box::new(m20261202_000011_add_events_telemetry_index::Migration),
+            Box::new(m20261203_000012_create_device_status_changes::Migration),
         ]
     }
 }

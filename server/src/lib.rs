@@ -333,13 +333,17 @@ fn spawn_housekeeping(
     })
 }
 
-/// Deletes events older than `max_age_seconds`, a chunk at a time.
+/// Deletes events, and device status changes, older than `max_age_seconds`
+/// (events a chunk at a time).
 async fn prune(store: &Store, max_age_seconds: u64) {
     const CHUNK: u64 = 10_000;
     let Ok(age) = chrono::Duration::from_std(Duration::from_secs(max_age_seconds)) else {
         return;
     };
     let cutoff = store::now() - age;
+    if let Err(err) = store.prune_status_changes(cutoff).await {
+        tracing::warn!(error = %err, "retention of device status changes failed");
+    }
     loop {
         match store.prune_events(cutoff, CHUNK).await {
             Ok(deleted) if deleted >= CHUNK => continue,

@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{
     context::{principal, request, state},
-    error::{ApiResult, OrNotFound},
+    error::{ApiError, ApiResult, OrNotFound},
     input::{self, CursorKind},
     live,
     totals::TotalCount,
@@ -27,7 +27,7 @@ use crate::{
     config::Limits,
     store::{
         self, DeviceRegistration, DeviceUpdate, RegisterOutcome, Scope, Store,
-        entity::{DeviceStatus, Permission, device},
+        entity::{DeviceStatus, Permission, device, device_status_change},
     },
 };
 
@@ -97,6 +97,50 @@ impl Device {
     }
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
+    }
+    /// The device's status changes, newest first (the dashboard's status
+    /// timeline). With `since`: the changes from then on, plus the one
+    /// before, which says what the status was at `since`. `first` (default
+    /// 100) is at most `limits.page_size`. Kept as long as events are
+    /// (`retention`).
+    async fn status_history(
+        &self,
+        ctx: &Context<'_>,
+        since: Option<DateTime<Utc>>,
+        #[graphql(default = 100)] first: i32,
+    ) -> ApiResult<Vec<DeviceStatusChange>> {
+        let app = state(ctx);
+        let limit = u64::try_from(first)
+            .ok()
+            .filter(|n| (1..=app.config.limits.page_size).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_input(format!(
+                    "`first` must be between 1 and {}",
+                    app.config.limits.page_size
+                ))
+            })?;
+        let changes = app
+            .store
+            .device_status_history(self.0.id, since, limit)
+            .await?;
+        Ok(changes.into_iter().map(DeviceStatusChange).collect())
+    }
+}
+
+/// A device entered `status` at `at`.
+pub struct DeviceStatusChange(device_status_change::Model);
+
+#[Object]
+impl DeviceStatusChange {
+    async fn status(&self) -> DeviceStatus {
+        self.0.status
+    }
+    /// The gateway the device came ONLINE on, or went OFFLINE from.
+    async fn connector_id(&self) -> Option<&str> {
+        self.0.connector_id.as_deref()
+    }
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
     }
 }
 

@@ -13,7 +13,7 @@ use super::{
     entity::{DeviceStatus, device, device_tombstone},
     is_unique_violation, now,
     page::{Order, Page, PageArgs, fetch_page},
-    scoped,
+    scoped, status_history,
 };
 
 /// Which devices a list returns; every set field must match.
@@ -193,6 +193,7 @@ impl Store {
         let (saved, outcome) = match existing {
             Some(found) => {
                 let was_disconnected = found.status == DeviceStatus::Disconnected;
+                let (status_before, session_before) = (found.status, found.session_id);
                 let mut model: device::ActiveModel = found.into();
                 if let Some(name) = &registration.name {
                     model.name = Set(name.clone());
@@ -219,7 +220,13 @@ impl Store {
                     model.status = Set(DeviceStatus::Offline);
                 }
                 model.updated_at = Set(at);
-                (model.update(&tx).await?, RegisterOutcome::Updated)
+                let saved = model.update(&tx).await?;
+                // A new status, or ONLINE on another session (a gateway
+                // that reconnected before its old socket was noticed gone).
+                if saved.status != status_before || saved.session_id != session_before {
+                    status_history::record(&tx, &saved, at).await?;
+                }
+                (saved, RegisterOutcome::Updated)
             }
             None => {
                 let model = device::ActiveModel {
@@ -251,7 +258,9 @@ impl Store {
                     session_id: Set(session_id),
                     node_id: Set(node_id),
                 };
-                (model.insert(&tx).await?, RegisterOutcome::Created)
+                let saved = model.insert(&tx).await?;
+                status_history::record(&tx, &saved, at).await?;
+                (saved, RegisterOutcome::Created)
             }
         };
         tx.commit().await?;
@@ -309,6 +318,7 @@ impl Store {
         .ok_or(StoreError::NotFound)?;
         let at = now();
         let was_online = found.status == DeviceStatus::Online;
+        let was_disconnected = found.status == DeviceStatus::Disconnected;
         let mut model: device::ActiveModel = found.into();
         model.status = Set(DeviceStatus::Disconnected);
         model.connector_id = Set(None);
@@ -319,6 +329,9 @@ impl Store {
         }
         model.updated_at = Set(at);
         let saved = model.update(&tx).await?;
+        if !was_disconnected {
+            status_history::record(&tx, &saved, at).await?;
+        }
         tx.commit().await?;
         Ok(saved)
     }

@@ -25,6 +25,7 @@ mod nodes;
 mod page;
 mod refresh_tokens;
 mod retention;
+mod status_history;
 mod telemetry;
 mod users;
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{
     Store, StoreError,
     entity::{DeviceStatus, device, node},
-    now,
+    now, status_history,
 };
 
 impl Store {
@@ -111,7 +111,9 @@ async fn go_offline(
         model.node_id = Set(None);
         model.last_seen_at = Set(Some(at));
         model.updated_at = Set(at);
-        released.push(model.update(tx).await?);
+        let saved = model.update(tx).await?;
+        status_history::record(tx, &saved, at).await?;
+        released.push(saved);
     }
     Ok(released)
 }

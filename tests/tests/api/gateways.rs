@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 on_both_backends!(
     presence_follows_the_connector_session,
+    the_status_history_records_every_change_in_order,
     a_late_close_of_an_old_session_does_not_mark_the_device_offline,
     a_silent_gateway_is_dropped_after_the_keepalive_timeout,
     devices_left_online_by_a_dead_node_go_offline_at_start,
@@ -109,6 +110,105 @@ async fn presence_follows_the_connector_session(backend: Backend) {
     assert_eq!(status_of(&app, &admin, &device).await["status"], "OFFLINE");
     let updated = next_item(&mut changes).await;
     assert_eq!(updated["data"]["deviceChanged"]["kind"], "UPDATED");
+}
+
+async fn the_status_history_records_every_change_in_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let member = app.create_member("mallory").await;
+    let history = |since: Option<String>, first: i64| {
+        let app = &app;
+        let admin = admin.clone();
+        async move {
+            app.gql(
+                Some(&admin),
+                "query($s: DateTime, $f: Int!) { devices { nodes { statusHistory(since: $s, first: $f) { status connectorId at } } } }",
+                json!({"s": since, "f": first}),
+            )
+            .await
+        }
+    };
+
+    let first = app.ws_client(&admin, Some("pi-1")).await.unwrap();
+    let device = register(&first, "meter").await;
+    first.close(1000, "bye").await;
+    wait_for_status(&app, &admin, &device, "OFFLINE").await;
+    let second = app.ws_client(&admin, Some("pi-2")).await.unwrap();
+    register(&second, "meter").await;
+    // Registering again on the same session changes nothing.
+    register(&second, "meter").await;
+    let disconnected = app
+        .gql(
+            Some(&admin),
+            "mutation($id: ID!) { disconnectDevice(id: $id) { status } }",
+            json!({"id": device}),
+        )
+        .await;
+    assert_eq!(
+        disconnected.data()["disconnectDevice"]["status"],
+        "DISCONNECTED"
+    );
+    second.close(1000, "bye").await;
+
+    let all = history(None, 100).await;
+    let changes = all.data()["devices"]["nodes"][0]["statusHistory"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let seen: Vec<(&str, Option<&str>)> = changes
+        .iter()
+        .map(|c| (c["status"].as_str().unwrap(), c["connectorId"].as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("DISCONNECTED", None),
+            ("ONLINE", Some("pi-2")),
+            ("OFFLINE", Some("pi-1")),
+            ("ONLINE", Some("pi-1")),
+        ],
+        "newest first: {changes:?}"
+    );
+    let times: Vec<chrono::DateTime<chrono::Utc>> = changes
+        .iter()
+        .map(|c| c["at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+
+    // `since` the second ONLINE: it and what came after, plus the change
+    // before it (the status at `since`).
+    let since = changes[1]["at"].as_str().unwrap().to_owned();
+    let recent = history(Some(since), 100).await;
+    let recent = recent.data()["devices"]["nodes"][0]["statusHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(recent, ["DISCONNECTED", "ONLINE", "OFFLINE"]);
+    assert_eq!(
+        history(None, 2).await.data()["devices"]["nodes"][0]["statusHistory"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    for bad in [0, -1, 501, i64::from(i32::MAX)] {
+        assert_eq!(
+            history(None, bad).await.error_code(),
+            "BAD_USER_INPUT",
+            "{bad}"
+        );
+    }
+    // Another member cannot reach the device, so not its history either.
+    let hidden = app
+        .gql(
+            Some(&member),
+            "query($id: ID!) { device(id: $id) { statusHistory { status } } }",
+            json!({"id": device}),
+        )
+        .await;
+    assert_eq!(hidden.error_code(), "NOT_FOUND");
 }
 
 async fn a_late_close_of_an_old_session_does_not_mark_the_device_offline(backend: Backend) {

@@ -625,6 +625,16 @@ async fn resuming_below_retention_gets_the_gap_signal_first(backend: Backend) {
         assert!(std::time::Instant::now() < deadline, "retention never ran");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The device's status history (OFFLINE since registration, older than
+    // its events) went with them.
+    let history = app
+        .gql(
+            Some(&admin),
+            "query($id: ID!) { device(id: $id) { statusHistory { status } } }",
+            json!({"id": device}),
+        )
+        .await;
+    assert_eq!(history.data()["device"]["statusHistory"], json!([]));
     publish_batch(&app, &admin, &device, "n", 5, 3).await;
 
     let client = app.ws_client(&admin, None).await.unwrap();

@@ -7,6 +7,7 @@
 pub mod api_key;
 pub mod command;
 pub mod device;
+pub mod device_status_change;
 pub mod device_tombstone;
 pub mod event;
 pub mod node;
