@@ -195,6 +195,13 @@ test('the gateway stops: its devices turn OFFLINE, live', async () => {
   await row.getByText('ONLINE').waitFor();
   await gateway.stop();
   await row.getByText('OFFLINE').waitFor({ timeout: 15_000 });
+  // Its status timeline: ONLINE on the gateway, then OFFLINE from it.
+  await page.getByRole('link', { name: 'Pump relay' }).click();
+  const history = page.getByRole('table', { name: 'Status history' });
+  await history.getByRole('row').nth(1).getByText('OFFLINE').waitFor();
+  assert.match(await history.getByRole('row').nth(2).textContent(), /ONLINE.*e2e-gateway/);
+  assert.match(await page.getByRole('img', { name: /^Status from .*: (no record (< 1|\d+) %, )?ONLINE (< 1|\d+) %, OFFLINE (< 1|\d+) %$/ }).getAttribute('aria-label'), /OFFLINE/);
+  await page.screenshot({ path: join(screenshots, 'device-offline-light.png'), fullPage: true });
   await page.getByRole('link', { name: 'API keys' }).click();
 });
 

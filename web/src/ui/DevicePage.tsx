@@ -11,6 +11,7 @@ import { COMMAND_FIELDS, type Command, CommandForm, CommandRow } from './Command
 import { DEVICE_FIELDS, type Device, StatusBadge, devices, loadDevices } from './Devices';
 import { EventTable, useLiveLog } from './Events';
 import { ErrorNote } from './Login';
+import { StatusTimeline } from './StatusTimeline';
 
 /** Every numeric leaf of a payload, as dotted paths ("" for a bare number). */
 export function numericFields(payload: unknown, prefix = ''): string[] {
@@ -32,6 +33,12 @@ export function parseLine(spec: string, here: string): Line {
   const value = field ? `${service}.${field}` : service;
   const other = deviceId === here ? null : devices.value.get(deviceId)?.name ?? deviceId;
   return { deviceId, service, field, label: other ? `${other}: ${value}` : value };
+}
+
+/** Where a range ending now starts, to the minute (so it is stable between renders). */
+function startOfRange(range: string): number {
+  const span = (RANGES[range] ?? RANGES['1h']).span;
+  return Math.floor((Date.now() - span) / 60_000) * 60_000;
 }
 
 function lineKey(line: Line): string {
@@ -167,6 +174,11 @@ export function DevicePage({ id }: { id: string }) {
         </tbody>
       </table>
       {latest.size === 0 && <p class="empty">No events yet.</p>}
+
+      <h2>Status</h2>
+      <StatusTimeline device={device}
+        from={customFrom && customTo ? Date.parse(customFrom) : startOfRange(range)}
+        to={customFrom && customTo ? Date.parse(customTo) : null} />
 
       <h2>Chart</h2>
       <div class="filters">
