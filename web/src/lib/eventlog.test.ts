@@ -44,6 +44,31 @@ describe('EventLog', () => {
     expect(ids(log)).toEqual(['5', '[Reconnected — caught up 3 events]', '4', '3', '2', '1']);
   });
 
+  it('ends the catch-up at the newest id there was, however fast live events follow', () => {
+    const log = new EventLog(100);
+    log.accept(event(1));
+    log.catchUp();
+    log.accept(event(2));
+    log.catchUpThrough(4);
+    expect(log.catchingUp).toBe(true);
+    for (const id of [3, 4, 5, 6]) log.accept(event(id));
+    expect(log.catchingUp).toBe(false);
+    expect(ids(log)).toEqual(['6', '5', '[Reconnected — caught up 3 events]', '4', '3', '2', '1']);
+  });
+
+  it('counts only the caught-up events when the newest id is learnt late', () => {
+    const log = new EventLog(100);
+    log.accept(event(1));
+    log.catchUp();
+    for (const id of [2, 3, 4, 5]) log.accept(event(id));
+    log.catchUpThrough(3);
+    expect(ids(log)[0]).toBe('[Reconnected — caught up 2 events]');
+    // Nothing new since the outage: the marker says so at once.
+    log.catchUp();
+    log.catchUpThrough(5);
+    expect(ids(log)[0]).toBe('[Reconnected — caught up 0 events]');
+  });
+
   it('holds the view still while paused and counts what arrived', () => {
     const log = new EventLog(100);
     for (const id of [1, 2]) log.accept(event(id));

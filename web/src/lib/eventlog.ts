@@ -29,8 +29,10 @@ export class EventLog {
   /** Rows added since the view was paused. */
   pending = 0;
   paused = false;
-  /** Events taken in since `catchUp()` was called. */
-  caughtUp: number | null = null;
+  /** Event ids taken in since `catchUp()` was called (null: not catching up). */
+  private resumed: number[] | null = null;
+  /** The newest id that existed when the resume began, once known. */
+  private through: number | null = null;
 
   constructor(readonly capacity: number) {
     this.rows = new Array(capacity);
@@ -45,8 +47,11 @@ export class EventLog {
     const id = Number(event.id);
     if (!(id > this.lastId)) return false;
     this.lastId = id;
-    if (this.caughtUp !== null) this.caughtUp += 1;
     this.push({ kind: 'event', key: event.id, event });
+    if (this.resumed !== null) {
+      this.resumed.push(id);
+      if (this.through !== null && id >= this.through) this.caughtUpMarker();
+    }
     return true;
   }
 
@@ -55,16 +60,38 @@ export class EventLog {
     this.push({ kind: 'marker', key: `m${this.markers}`, text, tone });
   }
 
-  /** Starts counting the events a resume brings. */
-  catchUp(): void {
-    this.caughtUp = 0;
+  /** Whether a resume is being caught up. */
+  get catchingUp(): boolean {
+    return this.resumed !== null;
   }
 
-  /** Stops counting and marks how many events the resume brought. */
+  /** Starts counting the events a resume brings. */
+  catchUp(): void {
+    this.resumed = [];
+    this.through = null;
+  }
+
+  /**
+   * The newest event id there was when the resume began: the catch-up ends
+   * with it (now, if it is already in). Events are live after it, however
+   * fast they keep coming.
+   */
+  catchUpThrough(newest: number): void {
+    if (this.resumed === null) return;
+    this.through = newest;
+    if (this.lastId >= newest) this.caughtUpMarker();
+  }
+
+  /**
+   * Stops counting and marks how many events the resume brought: those up
+   * to `catchUpThrough`'s id when it is known, else all taken in since.
+   */
   caughtUpMarker(): void {
-    if (this.caughtUp === null) return;
-    const n = this.caughtUp;
-    this.caughtUp = null;
+    if (this.resumed === null) return;
+    const through = this.through ?? Infinity;
+    const n = this.resumed.filter((id) => id <= through).length;
+    this.resumed = null;
+    this.through = null;
     this.mark(`Reconnected — caught up ${n} event${n === 1 ? '' : 's'}`);
   }
 

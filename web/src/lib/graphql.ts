@@ -71,3 +71,26 @@ export async function gql<T>(query: string, variables?: object): Promise<T> {
   if (body.data === undefined) throw new ApiError('the response has no data', 'UNKNOWN');
   return body.data;
 }
+
+interface Connection<T> {
+  nodes: T[];
+  pageInfo: { hasNextPage: boolean; endCursor: string | null };
+}
+
+/**
+ * Every node of a connection, page after page: `query` takes `$after:
+ * String` and has one root field, `field`, selecting `nodes` and
+ * `pageInfo { hasNextPage endCursor }`. Stops after `limit` nodes.
+ */
+export async function allPages<T>(query: string, field: string, variables: object = {}, limit = Infinity): Promise<T[]> {
+  const nodes: T[] = [];
+  let after: string | null = null;
+  while (nodes.length < limit) {
+    const data: Record<string, Connection<T>> = await gql(query, { ...variables, after });
+    const page = data[field];
+    nodes.push(...page.nodes);
+    if (!page.pageInfo.hasNextPage) break;
+    after = page.pageInfo.endCursor;
+  }
+  return nodes;
+}

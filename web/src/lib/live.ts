@@ -32,11 +32,7 @@ export function connect(session: Session): Client {
     lazy: false,
     retryAttempts: Number.POSITIVE_INFINITY,
     shouldRetry: () => true,
-    // 0.5 s, 1 s, 2 s … up to 10 s, with jitter.
-    retryWait: async (retries) => {
-      const base = Math.min(10_000, 500 * 2 ** retries);
-      await new Promise((resolve) => setTimeout(resolve, base / 2 + Math.random() * (base / 2)));
-    },
+    retryWait: (retries) => waitToRetry(retries, window, document),
     keepAlive: 20_000,
     connectionParams: async () => {
       const token = await session.token();
@@ -66,6 +62,35 @@ export function connect(session: Session): Client {
   });
   client = ws;
   return ws;
+}
+
+/** 0.5 s, 1 s, 2 s … up to 10 s, each with jitter (half to all of it). */
+export function retryDelay(retries: number, random = Math.random): number {
+  const base = Math.min(10_000, 500 * 2 ** retries);
+  return base / 2 + random() * (base / 2);
+}
+
+/**
+ * Waits before the next reconnect attempt, but no longer once the browser
+ * says the network is back (`online`) or the tab is looked at again
+ * (`visibilitychange`): a page coming back from an outage catches up at
+ * once instead of sleeping out its backoff.
+ */
+export function waitToRetry(retries: number, win: EventTarget, doc: EventTarget & { visibilityState: string }): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      win.removeEventListener('online', done);
+      doc.removeEventListener('visibilitychange', visible);
+      resolve();
+    };
+    const visible = () => {
+      if (doc.visibilityState === 'visible') done();
+    };
+    const timer = setTimeout(done, retryDelay(retries));
+    win.addEventListener('online', done);
+    doc.addEventListener('visibilitychange', visible);
+  });
 }
 
 export function disconnect(): void {

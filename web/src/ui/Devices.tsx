@@ -3,7 +3,7 @@
 import { signal } from '@preact/signals';
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { ago } from '../lib/format';
-import { gql } from '../lib/graphql';
+import { allPages } from '../lib/graphql';
 import { reconnects, subscribe } from '../lib/live';
 import { route, setParams } from '../lib/router';
 import { ErrorNote } from './Login';
@@ -73,18 +73,12 @@ export function loadDevices(): Promise<void> {
 
 async function reloadDevices(changed: Map<string, Device | null>): Promise<void> {
     const all = new Map<string, Device>();
-    let after: string | null = null;
-    for (;;) {
-      const page: { devices: { nodes: Device[]; pageInfo: { hasNextPage: boolean; endCursor: string | null } } } =
-        await gql(
-          `query($after: String) { devices(first: 500, after: $after) {
-            nodes { ${DEVICE_FIELDS} } pageInfo { hasNextPage endCursor } } }`,
-          { after },
-        );
-      for (const device of page.devices.nodes) all.set(device.id, device);
-      if (!page.devices.pageInfo.hasNextPage) break;
-      after = page.devices.pageInfo.endCursor;
-    }
+    const listed = await allPages<Device>(
+      `query($after: String) { devices(first: 500, after: $after) {
+        nodes { ${DEVICE_FIELDS} } pageInfo { hasNextPage endCursor } } }`,
+      'devices',
+    );
+    for (const device of listed) all.set(device.id, device);
     for (const [id, device] of changed) {
       if (device) all.set(id, device);
       else all.delete(id);

@@ -5,7 +5,7 @@
 import { useEffect, useMemo, useReducer, useRef, useState } from 'preact/hooks';
 import { type LogEvent, EventLog } from '../lib/eventlog';
 import { json, when } from '../lib/format';
-import { ApiError, gql } from '../lib/graphql';
+import { ApiError, allPages, gql } from '../lib/graphql';
 import { linkStatus, reconnects, subscribe } from '../lib/live';
 import { route, setParams } from '../lib/router';
 import { devices, loadDevices } from './Devices';
@@ -46,7 +46,6 @@ export function useLiveLog(log: EventLog, filter: EventFilter): [number, unknown
     let stopped = false;
     let stop = () => {};
     let frame = 0;
-    let idle: ReturnType<typeof setTimeout> | undefined;
     // Renders at most once a frame, whatever the event rate.
     const render = () => {
       if (!frame) frame = requestAnimationFrame(() => { frame = 0; bump(0); });
@@ -54,9 +53,13 @@ export function useLiveLog(log: EventLog, filter: EventFilter): [number, unknown
     const seenReconnects = reconnects.value;
     const stopWatching = reconnects.subscribe((n) => {
       if (n === seenReconnects) return;
+      // The resume replays from the store, then goes live: the newest
+      // matching event now is where the catch-up ends (the marker goes
+      // there). Without an answer, the marker counts what came so far.
       log.catchUp();
-      clearTimeout(idle);
-      idle = setTimeout(() => { log.caughtUpMarker(); render(); }, 1_000);
+      gql<{ events: { nodes: { id: string }[] } }>('query($f: EventFilter) { events(first: 1, filter: $f) { nodes { id } } }', { f: filter })
+        .then((newest) => log.catchUpThrough(Number(newest.events.nodes[0]?.id ?? 0)), () => log.caughtUpMarker())
+        .finally(render);
     });
     (async () => {
       const history = await gql<{ events: { nodes: LogEvent[] } }>(
@@ -71,13 +74,7 @@ export function useLiveLog(log: EventLog, filter: EventFilter): [number, unknown
         () => ({ f: filter, after: String(log.lastId) }),
         {
           next: ({ events }) => {
-            if (log.accept(events)) {
-              if (log.caughtUp !== null) {
-                clearTimeout(idle);
-                idle = setTimeout(() => { log.caughtUpMarker(); render(); }, 300);
-              }
-              render();
-            }
+            if (log.accept(events)) render();
           },
           streamError: (e: ApiError) => {
             if (e.code === 'EVENTS_PRUNED') {
@@ -97,7 +94,6 @@ export function useLiveLog(log: EventLog, filter: EventFilter): [number, unknown
       stopped = true;
       stop();
       stopWatching();
-      clearTimeout(idle);
       cancelAnimationFrame(frame);
     };
   }, [key]);
@@ -112,19 +108,13 @@ function csvCell(value: unknown): string {
 /** Every event of the filter (up to 100 000), oldest first, as CSV. */
 async function exportCsv(filter: EventFilter): Promise<void> {
   const rows: string[] = ['id,device_id,device,service,occurred_at,received_at,payload'];
-  const events: LogEvent[] = [];
-  let after: string | null = null;
-  while (events.length < 100_000) {
-    const page: { events: { nodes: LogEvent[]; pageInfo: { hasNextPage: boolean; endCursor: string | null } } } =
-      await gql(
-        `query($f: EventFilter, $after: String) { events(first: 500, filter: $f, after: $after) {
-          nodes { ${EVENT_FIELDS} } pageInfo { hasNextPage endCursor } } }`,
-        { f: filter, after },
-      );
-    events.push(...page.events.nodes);
-    if (!page.events.pageInfo.hasNextPage) break;
-    after = page.events.pageInfo.endCursor;
-  }
+  const events = await allPages<LogEvent>(
+    `query($f: EventFilter, $after: String) { events(first: 500, filter: $f, after: $after) {
+      nodes { ${EVENT_FIELDS} } pageInfo { hasNextPage endCursor } } }`,
+    'events',
+    { f: filter },
+    100_000,
+  );
   for (const e of events.reverse()) {
     const name = devices.value.get(e.deviceId)?.name ?? '';
     rows.push([e.id, e.deviceId, name, e.service, e.occurredAt, e.receivedAt, e.payload].map(csvCell).join(','));
