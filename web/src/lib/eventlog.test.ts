@@ -54,6 +54,7 @@ describe('EventLog', () => {
     for (const id of [3, 4, 5, 6]) log.accept(event(id));
     expect(log.catchingUp).toBe(false);
     expect(ids(log)).toEqual(['6', '5', '[Reconnected — caught up 3 events]', '4', '3', '2', '1']);
+    expect(log.lastCatchUp?.count).toBe(3);
   });
 
   it('counts only the caught-up events when the newest id is learnt late', () => {

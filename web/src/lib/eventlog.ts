@@ -33,6 +33,8 @@ export class EventLog {
   private resumed: number[] | null = null;
   /** The newest id that existed when the resume began, once known. */
   private through: number | null = null;
+  /** The last resume that was caught up: how many events, and when. */
+  lastCatchUp: { count: number; at: number } | null = null;
 
   constructor(readonly capacity: number) {
     this.rows = new Array(capacity);
@@ -92,6 +94,7 @@ export class EventLog {
     const n = this.resumed.filter((id) => id <= through).length;
     this.resumed = null;
     this.through = null;
+    this.lastCatchUp = { count: n, at: Date.now() };
     this.mark(`Reconnected — caught up ${n} event${n === 1 ? '' : 's'}`);
   }
 

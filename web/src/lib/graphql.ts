@@ -80,15 +80,23 @@ interface Connection<T> {
 /**
  * Every node of a connection, page after page: `query` takes `$after:
  * String` and has one root field, `field`, selecting `nodes` and
- * `pageInfo { hasNextPage endCursor }`. Stops after `limit` nodes.
+ * `pageInfo { hasNextPage endCursor }`. Stops after `limit` nodes;
+ * `onPage` sees each page as it arrives.
  */
-export async function allPages<T>(query: string, field: string, variables: object = {}, limit = Infinity): Promise<T[]> {
+export async function allPages<T>(
+  query: string,
+  field: string,
+  variables: object = {},
+  limit = Infinity,
+  onPage?: (nodes: T[]) => void,
+): Promise<T[]> {
   const nodes: T[] = [];
   let after: string | null = null;
   while (nodes.length < limit) {
     const data: Record<string, Connection<T>> = await gql(query, { ...variables, after });
     const page = data[field];
     nodes.push(...page.nodes);
+    onPage?.(page.nodes);
     if (!page.pageInfo.hasNextPage) break;
     after = page.pageInfo.endCursor;
   }

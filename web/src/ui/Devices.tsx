@@ -32,37 +32,56 @@ let loaded: Promise<void> | null = null;
 export function loadDevices(): Promise<void> {
   if (loaded) return loaded;
   loaded = (async () => {
-    // Subscribed first, so a change during the load is not missed; the
+    // Subscribed first, so a change during a load is not missed; the
     // load's result only fills devices the subscription has not told of.
     const changed = new Map<string, Device | null>();
     let loading = true;
+    // Changes are applied once a frame: a gateway of 1 000 devices going
+    // OFFLINE copies the map once, not a thousand times.
+    const pending = new Map<string, Device | null>();
+    let frame = 0;
+    const flush = () => {
+      frame = 0;
+      const next = new Map(devices.value);
+      for (const [id, device] of pending) {
+        if (device) next.set(id, device);
+        else next.delete(id);
+      }
+      pending.clear();
+      devices.value = next;
+    };
     subscribe<{ deviceChanged: { kind: string; device: Device } }>(
       `subscription { deviceChanged { kind device { ${DEVICE_FIELDS} } } }`,
       () => ({}),
       {
         next: ({ deviceChanged: { kind, device } }) => {
-          if (loading) changed.set(device.id, kind === 'DELETED' ? null : device);
-          const next = new Map(devices.value);
-          if (kind === 'DELETED') next.delete(device.id);
-          else next.set(device.id, device);
-          devices.value = next;
+          const value = kind === 'DELETED' ? null : device;
+          if (loading) changed.set(device.id, value);
+          pending.set(device.id, value);
+          if (!frame) frame = requestAnimationFrame(flush);
         },
         error: (error) => {
           devicesError.value = error;
         },
       },
     );
-    await reloadDevices(changed);
+    await reloadDevices(changed, true);
     loading = false;
     // Changes while the socket was down are not replayed: read the list
-    // again after every reconnect.
+    // again after every reconnect (the old list stays up meanwhile).
     let seen = reconnects.value;
     reconnects.subscribe((n) => {
       if (n === seen) return;
       seen = n;
-      void reloadDevices(new Map()).catch((error) => {
-        devicesError.value = error;
-      });
+      changed.clear();
+      loading = true;
+      void reloadDevices(changed, false)
+        .catch((error) => {
+          devicesError.value = error;
+        })
+        .finally(() => {
+          loading = false;
+        });
     });
   })().catch((error) => {
     devicesError.value = error;
@@ -71,19 +90,33 @@ export function loadDevices(): Promise<void> {
   return loaded;
 }
 
-async function reloadDevices(changed: Map<string, Device | null>): Promise<void> {
-    const all = new Map<string, Device>();
-    const listed = await allPages<Device>(
-      `query($after: String) { devices(first: 500, after: $after) {
-        nodes { ${DEVICE_FIELDS} } pageInfo { hasNextPage endCursor } } }`,
-      'devices',
-    );
-    for (const device of listed) all.set(device.id, device);
+/**
+ * Reads every device, page by page, then applies the changes the
+ * subscription reported meanwhile (they are newer). `progressive`: show
+ * each page as it arrives (the first load), else swap the list at the end.
+ */
+async function reloadDevices(changed: Map<string, Device | null>, progressive: boolean): Promise<void> {
+  const all = new Map<string, Device>();
+  const merged = () => {
+    const next = new Map(all);
     for (const [id, device] of changed) {
-      if (device) all.set(id, device);
-      else all.delete(id);
+      if (device) next.set(id, device);
+      else next.delete(id);
     }
-    devices.value = all;
+    return next;
+  };
+  await allPages<Device>(
+    `query($after: String) { devices(first: 500, after: $after) {
+      nodes { ${DEVICE_FIELDS} } pageInfo { hasNextPage endCursor } } }`,
+    'devices',
+    {},
+    Infinity,
+    (page) => {
+      for (const device of page) all.set(device.id, device);
+      if (progressive) devices.value = merged();
+    },
+  );
+  devices.value = merged();
 }
 
 export function StatusBadge({ status }: { status: Device['status'] }) {
@@ -120,7 +153,7 @@ export function Devices() {
     <main>
       <h1>Devices</h1>
       <p class="summary">
-        {ready ? `${all.size} devices, ${online} online` : 'Loading devices…'}
+        {ready ? `${all.size} devices, ${online} online` : `Loading devices… ${all.size || ''}`}
       </p>
       {devicesError.value !== null && <ErrorNote error={devicesError.value} />}
       <div class="filters">

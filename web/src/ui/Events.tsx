@@ -229,6 +229,13 @@ export function Events() {
       </div>
       {log.paused && log.pending > 0 && <p class="pending" role="status">{log.pending} new events while paused</p>}
       {linkStatus.value === 'reconnecting' && <p class="pending" role="status">Connection lost — reconnecting; nothing will be missed.</p>}
+      {linkStatus.value !== 'reconnecting' && !log.catchingUp && log.lastCatchUp && (
+        // The marker in the log sits where the outage was, which live
+        // events soon push out of view; this line stays.
+        <p class="summary catch-up" role="status">
+          Back online at {new Date(log.lastCatchUp.at).toLocaleTimeString()}: caught up {log.lastCatchUp.count} event{log.lastCatchUp.count === 1 ? '' : 's'} missed meanwhile.
+        </p>
+      )}
       {error !== null && <ErrorNote error={error} />}
       {exporting !== null && exporting !== true && <ErrorNote error={exporting} />}
       <EventTable log={log} version={version} label="Events" />
