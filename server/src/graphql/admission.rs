@@ -414,6 +414,7 @@ impl Counter<'_> {
             "devices" | "events" | "commands" if !field.selection_set.node.items.is_empty() => {
                 limits.default_page_size.max(1)
             }
+            "statusHistory" => super::devices::STATUS_HISTORY_PAGE as u64,
             "publishEvents" => match argument("inputs").as_deref() {
                 Some(Value::List(items)) => (items.len() as u64).max(1),
                 _ => limits.batch_events as u64,
@@ -582,6 +583,16 @@ mod tests {
         limits.query_complexity = 1000;
         let query = "{ telemetry(deviceId: \"x\", service: \"t\", field: \"c\", from: \"2026-01-01T00:00:00Z\", to: \"2026-01-02T00:00:00Z\", bucketSeconds: 60) { start count avg } }";
         assert!(admit(&mut Request::new(query), &limits).is_err());
+    }
+
+    #[test]
+    fn a_status_history_costs_its_default_page_per_device() {
+        let mut limits = limits();
+        limits.query_complexity = 20_000;
+        let each = "{ devices(first: 500) { nodes { statusHistory { status } } } }";
+        assert!(admit(&mut Request::new(each), &limits).is_err());
+        let few = "{ devices(first: 500) { nodes { statusHistory(first: 5) { status } } } }";
+        admit(&mut Request::new(few), &limits).unwrap();
     }
 
     #[test]

@@ -31,6 +31,9 @@ use crate::{
     },
 };
 
+/// `statusHistory`'s page when the query gives no `first`.
+pub const STATUS_HISTORY_PAGE: i32 = 100;
+
 /// Longest external id, name, type and location, in characters.
 const EXTERNAL_ID_MAX: usize = 128;
 const NAME_MAX: usize = 200;
@@ -107,7 +110,7 @@ impl Device {
         &self,
         ctx: &Context<'_>,
         since: Option<DateTime<Utc>>,
-        #[graphql(default = 100)] first: i32,
+        #[graphql(default_with = "STATUS_HISTORY_PAGE")] first: i32,
     ) -> ApiResult<Vec<DeviceStatusChange>> {
         let app = state(ctx);
         let limit = u64::try_from(first)
