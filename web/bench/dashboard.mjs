@@ -7,6 +7,7 @@
 //   node web/bench/dashboard.mjs                  # the full run (about 40 minutes)
 //   node web/bench/dashboard.mjs --heap-minutes 2 --offline-minutes 1   # a short one
 //   node web/bench/dashboard.mjs --phases 2,3       # some of the measurements
+//   node web/bench/dashboard.mjs --phases 5 --profile   # and where the page's catch-up time goes
 //
 // What it measures (the targets of issue #13):
 //   1. initial JS of the dashboard, gzipped, as served;
@@ -22,6 +23,7 @@
 //   6. JS heap (after a forced GC) over N minutes of live tail at
 //      1 000 events/s.
 
+import { readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { ADMIN_PASSWORD, Server, browser, eventually, signIn, watchedPage } from '../e2e/harness.mjs';
@@ -35,6 +37,7 @@ const option = (name, fallback) => {
 const HEAP_MINUTES = option('heap-minutes', 30);
 const OFFLINE_MINUTES = option('offline-minutes', 5);
 const FPS_SECONDS = option('fps-seconds', 20);
+const PROFILE = args.includes('--profile');
 // --phases 3,4: run only those measurements (numbered as above).
 const PHASES = new Set((args.includes('--phases') ? args[args.indexOf('--phases') + 1] : '1,2,3,4,5,6').split(',').map(Number));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -167,6 +170,29 @@ function caughtUp(page, count) {
   return eventually('the caught-up marker', 120_000, () => page.evaluate((n) => window.markers[n], count));
 }
 
+/** CPU seconds (user + system) process `pid` has used so far. */
+function cpuSeconds(pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100/s)
+}
+
+/** Prints the functions a CPU profile spent most of its own time in. */
+function summarise(profile) {
+  const self = new Map();
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const interval = (profile.endTime - profile.startTime) / Math.max(1, profile.samples.length);
+  for (const id of profile.samples) {
+    const { functionName, url, lineNumber } = byId.get(id).callFrame;
+    const name = `${functionName || '(anonymous)'} ${url.split('/').pop()}:${lineNumber + 1}`;
+    self.set(name, (self.get(name) ?? 0) + interval);
+  }
+  const total = [...self.values()].reduce((a, b) => a + b, 0);
+  console.log(`  page CPU profile of the catch-up: ${(total / 1000).toFixed(0)} ms sampled; most self time:`);
+  for (const [name, us] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 15)) {
+    console.log(`    ${(us / 1000).toFixed(0).padStart(6)} ms  ${((us / total) * 100).toFixed(1).padStart(5)} %  ${name}`);
+  }
+}
+
 /** Frames per second and the longest frame over `seconds`, in the page. */
 function frames(page, seconds) {
   return page.evaluate((ms) => new Promise((done) => {
@@ -286,15 +312,26 @@ async function outages({ chromium, liveDevice }) {
     const before = slow.published;
     await sleep(ms);
     const during = slow.published - before;
+    // --profile: a CPU profile of the page's catch-up, for Chromium's
+    // DevTools (target/dashboard-catch-up.cpuprofile).
+    const profiler = PROFILE && earlierMarkers === 0 ? await relayed.newCDPSession(away) : null;
+    await profiler?.send('Profiler.enable');
+    await profiler?.send('Profiler.start');
+    const serverBefore = cpuSeconds(server.child.pid);
     link.restore();
     const back = Date.now();
     if (browserNotices) await relayed.setOffline(false);
     const marker = await caughtUp(away, earlierMarkers).catch(async (error) => {
       await away.screenshot({ path: 'target/dashboard-bench-outage.png' });
-      console.log('page state:', await away.evaluate(() => ({ markers: window.markers, link: document.querySelector('.link')?.textContent })));
       throw error;
     });
-    return { seconds: (marker.at - back) / 1000, marker: marker.text, during };
+    if (profiler) {
+      const { profile } = await profiler.send('Profiler.stop');
+      writeFileSync('target/dashboard-catch-up.cpuprofile', JSON.stringify(profile));
+      summarise(profile);
+    }
+    const serverCpu = cpuSeconds(server.child.pid) - serverBefore;
+    return { seconds: (marker.at - back) / 1000, marker: marker.text, during, serverCpu };
   };
   const noticed = await outage(OFFLINE_MINUTES * 60_000, true, 0);
   const unnoticed = await outage(30_000, false, 1);
@@ -306,7 +343,7 @@ async function outages({ chromium, liveDevice }) {
     .map((td) => Number(td.textContent)).filter((n) => n > 0));
   const consecutive = ids.every((id, i) => i === 0 || ids[i - 1] - id === 1);
   report(`offline ${OFFLINE_MINUTES} min at 100 events/s (browser offline, then online): back → caught up`,
-    `${noticed.seconds.toFixed(1)} s; "${noticed.marker}" (${noticed.during} published while away)`, '≤ 3 s, exact');
+    `${noticed.seconds.toFixed(1)} s (server CPU meanwhile ${noticed.serverCpu.toFixed(1)} s); "${noticed.marker}" (${noticed.during} published while away)`, '≤ 3 s, exact');
   report('the same for 30 s without the browser noticing (a server-side outage): back → caught up',
     `${unnoticed.seconds.toFixed(1)} s; "${unnoticed.marker}" (${unnoticed.during} published while away)`, '');
   report('after both: newest id shown / last published; visible rows consecutive', `${ids[0]} / ${final.lastId}; ${consecutive}`, 'equal; true');
