@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{
     context::{principal, request, state},
-    error::{ApiError, ApiResult, OrNotFound},
+    error::{ApiResult, OrNotFound},
     input::{self, CursorKind},
     live,
     totals::TotalCount,
@@ -113,15 +113,7 @@ impl Device {
         #[graphql(default_with = "STATUS_HISTORY_PAGE")] first: i32,
     ) -> ApiResult<Vec<DeviceStatusChange>> {
         let app = state(ctx);
-        let limit = u64::try_from(first)
-            .ok()
-            .filter(|n| (1..=app.config.limits.page_size).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_input(format!(
-                    "`first` must be between 1 and {}",
-                    app.config.limits.page_size
-                ))
-            })?;
+        let limit = input::page_size("first", first, 1, &app.config.limits)?;
         let changes = app
             .store
             .device_status_history(self.0.id, since, limit)

@@ -185,6 +185,19 @@ fn decode_cursor<K: std::str::FromStr>(kind: CursorKind, cursor: &str) -> ApiRes
     key.parse().map_err(|_| invalid())
 }
 
+/// A page size (`first`, `last`) from `least` to `limits.page_size`.
+pub fn page_size(name: &str, value: i32, least: u64, limits: &Limits) -> ApiResult<u64> {
+    u64::try_from(value)
+        .ok()
+        .filter(|n| (least..=limits.page_size).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_input(format!(
+                "`{name}` must be between {least} and {}",
+                limits.page_size
+            ))
+        })
+}
+
 /// Relay arguments, checked against the limits and decoded.
 pub fn page_args<K: std::str::FromStr>(
     kind: CursorKind,
@@ -199,16 +212,8 @@ pub fn page_args<K: std::str::FromStr>(
             "pass either `first` (with `after`) or `last` (with `before`), not both",
         ));
     }
-    let size = |name: &str, value: Option<i32>| -> ApiResult<Option<u64>> {
-        match value {
-            None => Ok(None),
-            Some(n) if n < 0 || n as u64 > limits.page_size => Err(ApiError::bad_input(format!(
-                "`{name}` must be between 0 and {}",
-                limits.page_size
-            ))),
-            Some(n) => Ok(Some(n as u64)),
-        }
-    };
+    let size =
+        |name: &str, value: Option<i32>| value.map(|n| page_size(name, n, 0, limits)).transpose();
     Ok(PageArgs {
         first: size("first", first)?,
         after: after.map(|c| decode_cursor(kind, &c)).transpose()?,
