@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { EventLog, type LogEvent } from './eventlog';
+import { EventLog, type LogEvent, type MissedPage, describeCatchUp, readMissed } from './eventlog';
 
 const event = (id: number): LogEvent => ({
   id: String(id), deviceId: 'd', service: 's', payload: id, occurredAt: null, receivedAt: '2026-01-01T00:00:00Z',
@@ -34,40 +34,20 @@ describe('EventLog', () => {
     expect(log.at(1000)).toBeUndefined();
   });
 
-  it('counts what a resume caught up and leaves a marker', () => {
+  it('marks where a resume ends and how many events it brought', () => {
     const log = new EventLog(100);
     log.accept(event(1));
     log.catchUp();
-    for (const id of [2, 3, 3, 4]) log.accept(event(id));
-    log.caughtUpMarker();
-    log.accept(event(5));
-    expect(ids(log)).toEqual(['5', '[Reconnected — caught up 3 events]', '4', '3', '2', '1']);
-  });
-
-  it('ends the catch-up at the newest id there was, however fast live events follow', () => {
-    const log = new EventLog(100);
-    log.accept(event(1));
-    log.catchUp();
-    log.accept(event(2));
-    log.catchUpThrough(4);
     expect(log.catchingUp).toBe(true);
-    for (const id of [3, 4, 5, 6]) log.accept(event(id));
+    for (const id of [2, 3, 4]) log.accept(event(id));
+    log.caughtUp({ count: 3, exact: true });
+    log.accept(event(5));
     expect(log.catchingUp).toBe(false);
-    expect(ids(log)).toEqual(['6', '5', '[Reconnected — caught up 3 events]', '4', '3', '2', '1']);
-    expect(log.lastCatchUp?.count).toBe(3);
-  });
-
-  it('counts only the caught-up events when the newest id is learnt late', () => {
-    const log = new EventLog(100);
-    log.accept(event(1));
+    expect(log.lastCatchUp?.missed).toEqual({ count: 3, exact: true });
+    expect(ids(log)).toEqual(['5', '[Reconnected — caught up 3 events missed meanwhile]', '4', '3', '2', '1']);
     log.catchUp();
-    for (const id of [2, 3, 4, 5]) log.accept(event(id));
-    log.catchUpThrough(3);
-    expect(ids(log)[0]).toBe('[Reconnected — caught up 2 events]');
-    // Nothing new since the outage: the marker says so at once.
-    log.catchUp();
-    log.catchUpThrough(5);
-    expect(ids(log)[0]).toBe('[Reconnected — caught up 0 events]');
+    log.caughtUp(null);
+    expect(ids(log)[0]).toBe('[Reconnected — the events missed meanwhile are replayed above]');
   });
 
   it('holds the view still while paused and counts what arrived', () => {
@@ -79,5 +59,63 @@ describe('EventLog', () => {
     expect(ids(log)).toEqual(['2', '1']);
     log.resume();
     expect(ids(log)).toEqual(['5', '4', '3', '2', '1']);
+  });
+});
+
+/** A store of events `1..=newest` read as the server pages them: newest first, `size` to a page. */
+function pages(newest: number, size: number, reads: { after: string | null; idsOnly: boolean }[] = []) {
+  return async (after: string | null, idsOnly: boolean): Promise<MissedPage> => {
+    reads.push({ after, idsOnly });
+    const top = after === null ? newest : Number(after) - 1;
+    const nodes = [];
+    for (let id = top; id > Math.max(0, top - size); id--) nodes.push(idsOnly ? ({ id: String(id) } as LogEvent) : event(id));
+    const bottom = top - nodes.length;
+    return { nodes, pageInfo: { hasNextPage: bottom > 0, endCursor: nodes.length ? String(bottom + 1) : null } };
+  };
+}
+
+describe('readMissed', () => {
+  it('reads down to the last id seen, oldest first, and tells the newest id at once', async () => {
+    const reads: { after: string | null; idsOnly: boolean }[] = [];
+    const heard: number[] = [];
+    const missed = await readMissed(pages(1_234, 500, reads), 100, 10_000, 100_000, (n) => heard.push(n));
+    expect(missed.count).toBe(1_134);
+    expect(missed.newest).toBe(1_234);
+    expect(missed.events.map((e) => Number(e.id))).toEqual(Array.from({ length: 1_134 }, (_, i) => 101 + i));
+    expect(heard).toEqual([1_234]);
+    // Three pages, and no more once the last id seen is reached.
+    expect(reads.map((r) => r.after)).toEqual([null, '735', '235']);
+  });
+
+  it('holds only what the log can show, counts the rest by id alone', async () => {
+    const reads: { after: string | null; idsOnly: boolean }[] = [];
+    const missed = await readMissed(pages(30_000, 500, reads), 0, 1_000, 100_000);
+    expect(missed).toMatchObject({ count: 30_000, exact: true });
+    expect(missed.events).toHaveLength(1_000);
+    expect(missed.events[0].id).toBe('29001');
+    expect(missed.events.at(-1)?.id).toBe('30000');
+    expect(reads).toHaveLength(60);
+    expect(reads.filter((r) => !r.idsOnly)).toHaveLength(2);
+  });
+
+  it('nothing missed: an empty answer, the newest id is the last one seen', async () => {
+    const heard: number[] = [];
+    expect(await readMissed(pages(40, 500), 40, 100, 1_000, (n) => heard.push(n))).toEqual({ events: [], count: 0, exact: true, newest: 40 });
+    expect(await readMissed(pages(0, 500), 7, 100, 1_000, (n) => heard.push(n))).toEqual({ events: [], count: 0, exact: true, newest: 7 });
+    expect(heard).toEqual([40, 7]);
+  });
+
+  it('stops counting at its bound and says the count is a floor', async () => {
+    const reads: { after: string | null; idsOnly: boolean }[] = [];
+    const missed = await readMissed(pages(1_000_000, 500, reads), 0, 100, 2_000);
+    expect(missed).toMatchObject({ count: 2_000, exact: false, newest: 1_000_000 });
+    expect(missed.events.at(-1)?.id).toBe('1000000');
+    expect(reads).toHaveLength(5);
+  });
+
+  it('describes a catch-up in words', () => {
+    expect(describeCatchUp({ count: 1, exact: true }, 10_000)).toBe('caught up 1 event missed meanwhile');
+    expect(describeCatchUp({ count: 30_000, exact: true }, 10_000)).toBe('caught up 30,000 events missed meanwhile; the newest 10,000 are shown');
+    expect(describeCatchUp({ count: 100_000, exact: false }, 10_000)).toBe('caught up more than 100,000 events missed meanwhile; the newest 10,000 are shown');
   });
 });

@@ -2,9 +2,16 @@
 // with duplicates dropped by id, so it stays bounded at any event rate and
 // exact across reconnects.
 //
-// Events of one subscription arrive in id order; after a reconnect the
-// stream resumes with `after: lastId`, and anything it repeats (a replay of
-// an older `after`) has an id at or below `lastId` and is dropped.
+// Events of one subscription arrive in id order, and anything a stream
+// repeats (a replay of an older `after`) has an id at or below `lastId` and
+// is dropped.
+//
+// After an outage the log does not let the socket replay what it missed:
+// at 100 events/s five minutes are 30 000 WebSocket messages, and the
+// browser's per-message work made that catch-up take 7 s. `readMissed`
+// reads them over HTTP instead, 500 to a response, newest first, keeping
+// only as many as the log holds and counting the rest by id; the stream
+// then resumes after the newest of them.
 
 export interface LogEvent {
   id: string;
@@ -19,6 +26,22 @@ export type Row =
   | { kind: 'event'; key: string; event: LogEvent }
   | { kind: 'marker'; key: string; text: string; tone: 'info' | 'warn' };
 
+/** How many events a resume missed: exact, or at least that many. */
+export interface MissedCount {
+  count: number;
+  exact: boolean;
+}
+
+const number = new Intl.NumberFormat('en');
+
+/** "caught up 3 events missed meanwhile", "caught up more than 100,000 events missed meanwhile; the newest 10,000 are shown". */
+export function describeCatchUp(missed: MissedCount | null, capacity: number): string {
+  if (missed === null) return 'the events missed meanwhile are replayed above';
+  const { count, exact } = missed;
+  const words = `caught up ${exact ? '' : 'more than '}${number.format(count)} event${count === 1 && exact ? '' : 's'} missed meanwhile`;
+  return count > capacity ? `${words}; the newest ${number.format(capacity)} are shown` : words;
+}
+
 export class EventLog {
   private readonly rows: (Row | undefined)[];
   private next = 0;
@@ -29,12 +52,10 @@ export class EventLog {
   /** Rows added since the view was paused. */
   pending = 0;
   paused = false;
-  /** Event ids taken in since `catchUp()` was called (null: not catching up). */
-  private resumed: number[] | null = null;
-  /** The newest id that existed when the resume began, once known. */
-  private through: number | null = null;
-  /** The last resume that was caught up: how many events, and when. */
-  lastCatchUp: { count: number; at: number } | null = null;
+  /** Whether a resume is being caught up. */
+  catchingUp = false;
+  /** The last resume that was caught up, and when. */
+  lastCatchUp: { missed: MissedCount | null; at: number } | null = null;
 
   constructor(readonly capacity: number) {
     this.rows = new Array(capacity);
@@ -50,10 +71,6 @@ export class EventLog {
     if (!(id > this.lastId)) return false;
     this.lastId = id;
     this.push({ kind: 'event', key: event.id, event });
-    if (this.resumed !== null) {
-      this.resumed.push(id);
-      if (this.through !== null && id >= this.through) this.caughtUpMarker();
-    }
     return true;
   }
 
@@ -62,40 +79,19 @@ export class EventLog {
     this.push({ kind: 'marker', key: `m${this.markers}`, text, tone });
   }
 
-  /** Whether a resume is being caught up. */
-  get catchingUp(): boolean {
-    return this.resumed !== null;
-  }
-
-  /** Starts counting the events a resume brings. */
+  /** A resume has begun: the page says so until `caughtUp`. */
   catchUp(): void {
-    this.resumed = [];
-    this.through = null;
+    this.catchingUp = true;
   }
 
   /**
-   * The newest event id there was when the resume began: the catch-up ends
-   * with it (now, if it is already in). Events are live after it, however
-   * fast they keep coming.
+   * The resume has taken in what was missed (null: the live stream replays
+   * it, uncounted); a marker says so where it ends.
    */
-  catchUpThrough(newest: number): void {
-    if (this.resumed === null) return;
-    this.through = newest;
-    if (this.lastId >= newest) this.caughtUpMarker();
-  }
-
-  /**
-   * Stops counting and marks how many events the resume brought: those up
-   * to `catchUpThrough`'s id when it is known, else all taken in since.
-   */
-  caughtUpMarker(): void {
-    if (this.resumed === null) return;
-    const through = this.through ?? Infinity;
-    const n = this.resumed.filter((id) => id <= through).length;
-    this.resumed = null;
-    this.through = null;
-    this.lastCatchUp = { count: n, at: Date.now() };
-    this.mark(`Reconnected — caught up ${n} event${n === 1 ? '' : 's'}`);
+  caughtUp(missed: MissedCount | null): void {
+    this.catchingUp = false;
+    this.lastCatchUp = { missed, at: Date.now() };
+    this.mark(`Reconnected — ${describeCatchUp(missed, this.capacity)}`);
   }
 
   pause(): void {
@@ -128,5 +124,71 @@ export class EventLog {
     this.next = (this.next + 1) % this.capacity;
     this.size = Math.min(this.capacity, this.size + 1);
     if (this.paused) this.pending = Math.min(this.capacity, this.pending + 1);
+  }
+}
+
+/** One page of a connection, newest first, as `readMissed` reads it. */
+export interface MissedPage {
+  nodes: LogEvent[];
+  pageInfo: { hasNextPage: boolean; endCursor: string | null };
+}
+
+/**
+ * Reads a page of events, newest first, after the Relay cursor `after`
+ * (null: from the newest); with `idsOnly`, nodes need only their `id`.
+ */
+export type PageReader = (after: string | null, idsOnly: boolean) => Promise<MissedPage>;
+
+export interface Missed extends MissedCount {
+  /** The newest `keep` of them, oldest first (as `accept` takes them). */
+  events: LogEvent[];
+  /** The newest id there was when the first page was read (`lastId` when none). */
+  newest: number;
+}
+
+/**
+ * The events newer than `lastId`, read page after page from the newest
+ * down to `lastId`. `onNewest` hears the newest id as soon as the first
+ * page is in, so a stream can resume after it while older pages are read.
+ * Once `keep` events are held, further pages are read for their ids alone:
+ * the count stays exact, and memory stays at what the log can show. After
+ * `countUpTo` events it stops (`exact: false`): a page away for a day at
+ * 100 events/s would otherwise read 17 000 pages to count what it cannot
+ * show.
+ */
+export async function readMissed(
+  readPage: PageReader,
+  lastId: number,
+  keep: number,
+  countUpTo: number,
+  onNewest: (newest: number) => void = () => undefined,
+): Promise<Missed> {
+  const held: LogEvent[] = [];
+  let count = 0;
+  let newest: number | null = null;
+  let after: string | null = null;
+  for (;;) {
+    const page = await readPage(after, held.length >= keep);
+    for (const node of page.nodes) {
+      const id = Number(node.id);
+      if (newest === null) {
+        newest = Math.max(id, lastId);
+        onNewest(newest);
+      }
+      if (!(id > lastId)) return done(true);
+      if (count >= countUpTo) return done(false);
+      count += 1;
+      if (held.length < keep) held.push(node);
+    }
+    if (newest === null) {
+      newest = lastId;
+      onNewest(lastId);
+    }
+    if (!page.pageInfo.hasNextPage || page.pageInfo.endCursor === null) return done(true);
+    after = page.pageInfo.endCursor;
+  }
+
+  function done(exact: boolean): Missed {
+    return { events: held.reverse(), count, exact, newest: newest ?? lastId };
   }
 }

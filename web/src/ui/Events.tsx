@@ -3,7 +3,7 @@
 // outage leaves a marker saying how many events the resume brought.
 
 import { useEffect, useMemo, useReducer, useRef, useState } from 'preact/hooks';
-import { type LogEvent, EventLog } from '../lib/eventlog';
+import { EventLog, type LogEvent, type MissedPage, describeCatchUp, readMissed } from '../lib/eventlog';
 import { json, when } from '../lib/format';
 import { ApiError, allPages, gql } from '../lib/graphql';
 import { linkStatus, reconnects, subscribe } from '../lib/live';
@@ -15,6 +15,8 @@ import { Spacer, useVisibleRange } from './virtual';
 const EVENT_FIELDS = 'id deviceId service payload occurredAt receivedAt';
 const CAPACITY = 10_000;
 const HISTORY = 200;
+/** A resume counts what it missed exactly up to this many events (200 pages of ids). */
+const COUNT_MISSED_UP_TO = 100_000;
 
 export interface EventFilter {
   deviceIds?: string[];
@@ -37,44 +39,49 @@ export function filterFromParams(params: URLSearchParams): EventFilter {
   return filter;
 }
 
-/** Keeps `log` filled and live for `filter`; returns a render counter. */
+const missedPage = (idsOnly: boolean) =>
+  `query($f: EventFilter, $after: String) { events(first: 500, filter: $f, after: $after) {
+    nodes { ${idsOnly ? 'id' : EVENT_FIELDS} } pageInfo { hasNextPage endCursor } } }`;
+
+/**
+ * Keeps `log` filled and live for `filter`; returns a render counter.
+ *
+ * History first, then `events(after: lastId)`. When the socket drops, the
+ * subscription is ended at once (else graphql-ws would re-send it on
+ * reconnect and the server would replay the outage one message per event);
+ * once the socket is back, what was missed is read over HTTP (`readMissed`),
+ * and the subscription resumes after the newest of it. Live events that
+ * arrive while older pages are still being read wait their turn, so the log
+ * takes everything in id order. Should the read fail, the subscription
+ * resumes from `lastId` and replays the outage itself: slower, as exact.
+ */
 export function useLiveLog(log: EventLog, filter: EventFilter): [number, unknown] {
   const [version, bump] = useReducer((n: number) => n + 1, 0);
   const [error, setError] = useState<unknown>(null);
   const key = JSON.stringify(filter);
   useEffect(() => {
     let stopped = false;
-    let stop = () => {};
     let frame = 0;
     // Renders at most once a frame, whatever the event rate.
     const render = () => {
       if (!frame) frame = requestAnimationFrame(() => { frame = 0; bump(0); });
     };
-    const seenReconnects = reconnects.value;
-    const stopWatching = reconnects.subscribe((n) => {
-      if (n === seenReconnects) return;
-      // The resume replays from the store, then goes live: the newest
-      // matching event now is where the catch-up ends (the marker goes
-      // there). Without an answer, the marker counts what came so far.
-      log.catchUp();
-      gql<{ events: { nodes: { id: string }[] } }>('query($f: EventFilter) { events(first: 1, filter: $f) { nodes { id } } }', { f: filter })
-        .then((newest) => log.catchUpThrough(Number(newest.events.nodes[0]?.id ?? 0)), () => log.caughtUpMarker())
-        .finally(render);
-    });
-    (async () => {
-      const history = await gql<{ events: { nodes: LogEvent[] } }>(
-        `query($f: EventFilter) { events(first: ${HISTORY}, filter: $f) { nodes { ${EVENT_FIELDS} } } }`,
-        { f: filter },
-      );
-      if (stopped) return;
-      for (const event of [...history.events.nodes].reverse()) log.accept(event);
-      render();
-      stop = subscribe<{ events: LogEvent }>(
+    /** Ends the current subscription. */
+    let unfollow = () => {};
+    /** Live events held back while a catch-up is read (null: none is). */
+    let waiting: LogEvent[] | null = null;
+    /** Counts resumes, so a catch-up overtaken by another drop gives up. */
+    let resumes = 0;
+
+    const follow = (after: number) => {
+      unfollow();
+      unfollow = subscribe<{ events: LogEvent }>(
         `subscription($f: EventFilter, $after: ID) { events(filter: $f, after: $after) { ${EVENT_FIELDS} } }`,
-        () => ({ f: filter, after: String(log.lastId) }),
+        () => ({ f: filter, after: String(Math.max(after, log.lastId)) }),
         {
           next: ({ events }) => {
-            if (log.accept(events)) render();
+            if (waiting) waiting.push(events);
+            else if (log.accept(events)) render();
           },
           streamError: (e: ApiError) => {
             if (e.code === 'EVENTS_PRUNED') {
@@ -89,11 +96,69 @@ export function useLiveLog(log: EventLog, filter: EventFilter): [number, unknown
           error: setError,
         },
       );
-    })().catch(setError);
+    };
+
+    /** The history, then live: how the log starts, and restarts after a failed start. */
+    let started = false;
+    const start = async () => {
+      const history = await gql<{ events: { nodes: LogEvent[] } }>(
+        `query($f: EventFilter) { events(first: ${HISTORY}, filter: $f) { nodes { ${EVENT_FIELDS} } } }`,
+        { f: filter },
+      );
+      if (stopped) return;
+      for (const event of [...history.events.nodes].reverse()) log.accept(event);
+      started = true;
+      setError(null);
+      render();
+      follow(log.lastId);
+    };
+
+    const resume = async () => {
+      if (!started) return start().catch(setError);
+      const attempt = ++resumes;
+      const current = () => !stopped && attempt === resumes;
+      unfollow();
+      log.catchUp();
+      waiting = [];
+      render();
+      const readPage = async (after: string | null, idsOnly: boolean) =>
+        (await gql<{ events: MissedPage }>(missedPage(idsOnly), { f: filter, after })).events;
+      try {
+        const missed = await readMissed(readPage, log.lastId, log.capacity, COUNT_MISSED_UP_TO, (newest) => {
+          if (current()) follow(newest);
+        });
+        if (!current()) return;
+        for (const event of missed.events) log.accept(event);
+        log.caughtUp(missed);
+        for (const event of waiting) log.accept(event);
+      } catch {
+        if (!current()) return;
+        // The socket is back but HTTP failed: the stream replays it all
+        // from `lastId`, the held events included.
+        log.caughtUp(null);
+        waiting = null;
+        follow(log.lastId);
+      }
+      waiting = null;
+      render();
+    };
+
+    const stopWatchingLink = linkStatus.subscribe((status) => {
+      if (status === 'reconnecting') {
+        resumes += 1;
+        unfollow();
+      }
+    });
+    const seenReconnects = reconnects.value;
+    const stopWatchingReconnects = reconnects.subscribe((n) => {
+      if (n !== seenReconnects) void resume();
+    });
+    start().catch(setError);
     return () => {
       stopped = true;
-      stop();
-      stopWatching();
+      unfollow();
+      stopWatchingLink();
+      stopWatchingReconnects();
       cancelAnimationFrame(frame);
     };
   }, [key]);
@@ -233,7 +298,7 @@ export function Events() {
         // The marker in the log sits where the outage was, which live
         // events soon push out of view; this line stays.
         <p class="summary catch-up" role="status">
-          Back online at {new Date(log.lastCatchUp.at).toLocaleTimeString()}: caught up {log.lastCatchUp.count} event{log.lastCatchUp.count === 1 ? '' : 's'} missed meanwhile.
+          Back online at {new Date(log.lastCatchUp.at).toLocaleTimeString()}: {describeCatchUp(log.lastCatchUp.missed, log.capacity)}.
         </p>
       )}
       {error !== null && <ErrorNote error={error} />}
