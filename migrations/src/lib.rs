@@ -42,6 +42,9 @@ mod m20261122_000010_create_device_tombstones;
 mod m20261202_000011_add_events_telemetry_index;
 /// `device_status_changes`: each device's ONLINE/OFFLINE/DISCONNECTED history.
 mod m20261203_000012_create_device_status_changes;
+/// `users.session_epoch`, `users.disabled_at`, `revocations`: revocation that
+/// reaches open sockets on every node.
+mod m20261203_000013_add_revocations;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -61,6 +64,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000010_create_device_tombstones::Migration),
             Box::new(m20261202_000011_add_events_telemetry_index::Migration),
             Box::new(m20261203_000012_create_device_status_changes::Migration),
+            Box::new(m20261203_000013_add_revocations::Migration),
         ]
     }
 }

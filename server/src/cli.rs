@@ -21,8 +21,8 @@ use crate::{
     config::{Config, Overrides},
     graphql, open_store,
     store::{
-        Scope, StoreError,
-        entity::{Permission, Role},
+        Scope, Store, StoreError,
+        entity::{Permission, Role, user},
     },
 };
 
@@ -91,13 +91,34 @@ pub enum UserCommand {
     },
     /// List users.
     List,
-    /// Set a user's password (ends its login sessions). Prints a random one
-    /// unless --password-stdin is given.
+    /// Set a user's password (ends its login sessions; its sockets close on
+    /// every running server). Prints a random one unless --password-stdin
+    /// is given.
     Passwd {
         username: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Make a user ADMIN or MEMBER (its sockets close and reconnect with
+    /// the new role).
+    Role {
+        username: String,
+        #[arg(value_enum)]
+        role: RoleArg,
+    },
+    /// Disable a user: no sign-in, no credential works, its sockets close;
+    /// its devices, events and keys are kept.
+    Disable { username: String },
+    /// Enable a disabled user again.
+    Enable { username: String },
+    /// Delete a user and everything it owns (devices, events, commands,
+    /// keys), for good.
+    Delete {
+        username: String,
+        /// Needed when the user owns devices: they are deleted with it.
+        #[arg(long)]
+        with_devices: bool,
     },
 }
 
@@ -295,10 +316,7 @@ async fn user(command: UserCommand, config: &Config) -> anyhow::Result<()> {
             username,
             password_stdin,
         } => {
-            let user = match store.user_by_username(&username).await {
-                Err(StoreError::NotFound) => bail!("no user named {username}"),
-                other => other?,
-            };
+            let user = user_named(&store, &username).await?;
             let (password, generated) = password_from(password_stdin)?;
             let hash = hasher.hash(password.clone()).await?;
             store.set_password(user.id, hash).await?;
@@ -307,9 +325,62 @@ async fn user(command: UserCommand, config: &Config) -> anyhow::Result<()> {
                 println!("password: {password}");
             }
         }
+        UserCommand::Role { username, role } => {
+            let user = user_named(&store, &username).await?;
+            let user = refused_as_conflict(store.set_role(user.id, role.into()).await)?;
+            println!(
+                "{username} is now {:?}; its sockets reconnect with the new role",
+                user.role
+            );
+        }
+        UserCommand::Disable { username } => {
+            let user = user_named(&store, &username).await?;
+            refused_as_conflict(store.set_disabled(user.id, true).await)?;
+            println!("{username} is disabled; its sessions and sockets are ended, its data kept");
+        }
+        UserCommand::Enable { username } => {
+            let user = user_named(&store, &username).await?;
+            refused_as_conflict(store.set_disabled(user.id, false).await)?;
+            println!("{username} is enabled");
+        }
+        UserCommand::Delete {
+            username,
+            with_devices,
+        } => {
+            let user = user_named(&store, &username).await?;
+            let owned = store
+                .count_devices(Scope::Owner(user.id), &Default::default())
+                .await?;
+            if owned > 0 && !with_devices {
+                bail!(
+                    "{username} owns {owned} devices, which would be deleted with their events \
+                     and commands; pass --with-devices to do so, or `ferrite user disable` to keep them"
+                );
+            }
+            let (_, devices) = refused_as_conflict(store.delete_user(user.id).await)?;
+            println!(
+                "deleted {username} and {} devices with their data",
+                devices.len()
+            );
+        }
     }
     store.close().await;
     Ok(())
+}
+
+async fn user_named(store: &Store, username: &str) -> anyhow::Result<user::Model> {
+    match store.user_by_username(username).await {
+        Err(StoreError::NotFound) => bail!("no user named {username}"),
+        other => Ok(other?),
+    }
+}
+
+/// A store refusal (the last administrator) as the message it carries.
+fn refused_as_conflict<T>(result: Result<T, StoreError>) -> anyhow::Result<T> {
+    match result {
+        Err(StoreError::Conflict(msg)) => bail!("{msg}"),
+        other => Ok(other?),
+    }
 }
 
 async fn apikey(command: ApiKeyCommand, config: &Config) -> anyhow::Result<()> {

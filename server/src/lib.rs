@@ -236,6 +236,8 @@ impl Server {
             stop_rx.clone(),
         );
         let heartbeat = state.presence.clone().spawn(stop_rx.clone());
+        let revocations =
+            bus::revocations::spawn(state.store.clone(), state.bus.clone(), stop_rx.clone());
         let relay =
             relay.map(|relay| relay.spawn(state.store.clone(), state.bus.clone(), stop_rx.clone()));
         let store = state.store.clone();
@@ -272,6 +274,7 @@ impl Server {
         }
         let _ = sweeper.await;
         let _ = heartbeat.await;
+        let _ = revocations.await;
         if let Some(relay) = relay {
             let _ = relay.await;
         }
@@ -285,12 +288,15 @@ impl Server {
 /// that fell behind, and how often older ones are forgotten.
 const TOMBSTONE_AGE: chrono::Duration = chrono::Duration::days(1);
 const TOMBSTONE_SWEEP_SECONDS: u64 = 600;
+/// How long revocation notices are kept (every node reads them within
+/// seconds; the revocation itself is in the key's or user's row).
+const REVOCATION_AGE: chrono::Duration = chrono::Duration::hours(1);
 
 /// Housekeeping, every second: marks commands EXPIRED once their deadline
 /// passes and checkpoints the SQLite write-ahead log; every
 /// `retention.check_seconds`, deletes events older than
 /// `retention.max_age_seconds` (if set); every ten minutes, forgets device
-/// deletions older than a day.
+/// deletions older than a day and revocation notices older than an hour.
 fn spawn_housekeeping(
     store: Store,
     bus: Bus,
@@ -322,6 +328,10 @@ fn spawn_housekeeping(
                         let cutoff = store::now() - TOMBSTONE_AGE;
                         if let Err(err) = store.prune_device_tombstones(cutoff).await {
                             tracing::warn!(error = %err, "forgetting old device deletions failed");
+                        }
+                        let cutoff = store::now() - REVOCATION_AGE;
+                        if let Err(err) = store.prune_revocations(cutoff).await {
+                            tracing::warn!(error = %err, "forgetting old revocation notices failed");
                         }
                     }
                     if retention.max_age_seconds > 0 && seconds % retention.check_seconds == 0 {

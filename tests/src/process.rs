@@ -128,3 +128,41 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|value| value.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
 }
+
+/// Runs a one-shot verb of `ferrite` (`user …`, `apikey …`) on
+/// `database_url`, as an operator would beside a running server, with
+/// `stdin` as its input; panics unless it succeeds. Returns its output.
+pub async fn ferrite_cli(database_url: &str, args: &[&str], stdin: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let data_dir = tempfile::tempdir().expect("a temp dir");
+    let mut child = Command::new(workspace_binary("ferrite"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .args(["--database-url", database_url])
+        .env("FERRITE_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ferrite starts");
+    let mut input = child.stdin.take().expect("a stdin");
+    input
+        .write_all(stdin.as_bytes())
+        .await
+        .expect("stdin is written");
+    drop(input);
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the verb ends within 60 s")
+        .expect("the verb runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "ferrite {args:?} failed: {}{}",
+        text,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}

@@ -175,8 +175,10 @@ pub async fn next_text(socket: &mut RawSocket) -> String {
 
 /// Waits for the server to close the socket and returns the close code.
 pub async fn close_code(socket: &mut RawSocket) -> Option<u16> {
+    // One deadline for the whole wait: keep-alive pings must not extend it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(15), socket.next())
+        let frame = tokio::time::timeout_at(deadline, socket.next())
             .await
             .expect("the server closes within 15 s");
         match frame {

@@ -80,6 +80,8 @@ pub struct Principal {
     /// When the credential stops being valid (an access token's `exp`);
     /// `None` for API keys, which last until revoked.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The user's session epoch when this principal was authenticated.
+    pub epoch: i32,
 }
 
 /// The strongest permission a credential of a user with `role` may hold.
@@ -100,6 +102,7 @@ impl Principal {
             permission: Permission::Admin,
             credential: Credential::Session,
             expires_at: Some(expires_at),
+            epoch: user.session_epoch,
         }
     }
 
@@ -113,6 +116,7 @@ impl Principal {
             permission: key.permission.min(permission_cap(owner.role)),
             credential: Credential::ApiKey { id: key.id },
             expires_at: None,
+            epoch: owner.session_epoch,
         }
     }
 
@@ -145,6 +149,17 @@ impl Principal {
             Err(AuthError::Forbidden("only an administrator may do this"))
         }
     }
+}
+
+/// What became of a credential since it was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// It works as it did.
+    Valid,
+    /// It works, in the user's new role: authenticate again to get it.
+    RoleChanged,
+    /// It no longer works, for this reason.
+    Revoked(&'static str),
 }
 
 /// The tokens a login or refresh hands out.
@@ -234,15 +249,54 @@ impl Auth {
                 Err(err) => Err(err.into()),
             }
         } else {
-            let (user_id, expires_at) = self.jwt.verify(token)?;
-            match self.store.user_by_id(user_id).await {
-                Ok(user) => Ok(Principal::session(user, expires_at)),
+            let claims = self.jwt.verify(token)?;
+            match self.store.user_by_id(claims.user_id).await {
+                Ok(user) if user.disabled_at.is_some() => {
+                    Err(AuthError::Unauthenticated("the account is disabled"))
+                }
+                // The password or the role changed since it was issued.
+                Ok(user) if user.session_epoch != claims.epoch => Err(AuthError::Unauthenticated(
+                    "the access token was revoked; sign in again",
+                )),
+                Ok(user) => Ok(Principal::session(user, claims.expires_at)),
                 Err(StoreError::NotFound) => {
                     Err(AuthError::Unauthenticated("the access token is not valid"))
                 }
                 Err(err) => Err(err.into()),
             }
         }
+    }
+
+    /// What became of `principal`'s credential since it was authenticated,
+    /// asked by a socket when the user's credentials changed.
+    pub async fn standing(&self, principal: &Principal) -> Result<Standing, AuthError> {
+        let user = match self.store.user_by_id(principal.user_id).await {
+            Ok(user) => user,
+            Err(StoreError::NotFound) => return Ok(Standing::Revoked("the user has been deleted")),
+            Err(err) => return Err(err.into()),
+        };
+        if user.disabled_at.is_some() {
+            return Ok(Standing::Revoked("the user has been disabled"));
+        }
+        match principal.credential {
+            // A password change moves the epoch on; keys outlive it.
+            Credential::Session if user.session_epoch != principal.epoch => {
+                return Ok(Standing::Revoked("the session has ended; sign in again"));
+            }
+            Credential::Session => {}
+            Credential::ApiKey { id } => match self.store.api_key_by_id(id, Scope::All).await {
+                Ok(key) if key.revoked_at.is_none() => {}
+                Ok(_) | Err(StoreError::NotFound) => {
+                    return Ok(Standing::Revoked("the API key has been revoked"));
+                }
+                Err(err) => return Err(err.into()),
+            },
+        }
+        Ok(if user.role == principal.role {
+            Standing::Valid
+        } else {
+            Standing::RoleChanged
+        })
     }
 
     /// Checks a username and password and starts a session.
@@ -271,6 +325,14 @@ impl Auth {
         let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
         let matches = self.hasher.verify(password.to_owned(), stored_hash).await?;
         match user {
+            // Only once the password matched: a disabled account is not
+            // told apart from a wrong password to someone guessing.
+            Some(user) if matches && user.disabled_at.is_some() => {
+                attempt.succeeded();
+                Err(AuthError::Forbidden(
+                    "this account is disabled; ask an administrator",
+                ))
+            }
             Some(user) if matches => {
                 attempt.succeeded();
                 self.start_session(user).await
@@ -284,7 +346,7 @@ impl Auth {
     }
 
     async fn start_session(&self, user: user::Model) -> Result<SessionTokens, AuthError> {
-        let (access_token, expires_at) = self.jwt.issue(user.id)?;
+        let (access_token, expires_at) = self.jwt.issue(user.id, user.session_epoch)?;
         let refresh_token = token::random_token(32);
         self.store
             .insert_refresh_token(
@@ -321,7 +383,10 @@ impl Auth {
         match outcome {
             RotateOutcome::Rotated { user_id } => {
                 let user = self.store.user_by_id(user_id).await?;
-                let (access_token, expires_at) = self.jwt.issue(user.id)?;
+                if user.disabled_at.is_some() {
+                    return Err(AuthError::Unauthenticated("the account is disabled"));
+                }
+                let (access_token, expires_at) = self.jwt.issue(user.id, user.session_epoch)?;
                 Ok(SessionTokens {
                     access_token,
                     refresh_token: next,

@@ -65,6 +65,19 @@ struct Claims {
     iss: String,
     iat: i64,
     exp: i64,
+    /// The user's session epoch when the token was issued: a password or
+    /// role change moves the user's on, and older tokens stop working.
+    #[serde(default)]
+    ep: i32,
+}
+
+/// What a valid access token says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub user_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+    /// The user's session epoch at issue.
+    pub epoch: i32,
 }
 
 /// Signs and checks access tokens.
@@ -102,8 +115,9 @@ impl JwtKeys {
         }
     }
 
-    /// A signed access token for `user_id` and when it expires.
-    pub fn issue(&self, user_id: Uuid) -> Result<(String, DateTime<Utc>), AuthError> {
+    /// A signed access token for `user_id` in its session `epoch`, and when
+    /// it expires.
+    pub fn issue(&self, user_id: Uuid, epoch: i32) -> Result<(String, DateTime<Utc>), AuthError> {
         let now = Utc::now();
         let expires_at = now
             + chrono::Duration::from_std(self.ttl)
@@ -113,14 +127,15 @@ impl JwtKeys {
             iss: ISSUER.to_owned(),
             iat: now.timestamp(),
             exp: expires_at.timestamp(),
+            ep: epoch,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|err| AuthError::Internal(format!("jwt encode: {err}")))?;
         Ok((token, expires_at))
     }
 
-    /// The user id of a valid access token, and when the token expires.
-    pub fn verify(&self, token: &str) -> Result<(Uuid, DateTime<Utc>), AuthError> {
+    /// What a valid access token says.
+    pub fn verify(&self, token: &str) -> Result<AccessClaims, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|err| match err.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
@@ -137,7 +152,11 @@ impl JwtKeys {
             .map_err(|_| AuthError::Unauthenticated("the access token is not valid"))?;
         let expires_at = DateTime::from_timestamp(data.claims.exp, 0)
             .ok_or(AuthError::Unauthenticated("the access token is not valid"))?;
-        Ok((user, expires_at))
+        Ok(AccessClaims {
+            user_id: user,
+            expires_at,
+            epoch: data.claims.ep,
+        })
     }
 }
 
@@ -149,8 +168,9 @@ mod tests {
     fn a_token_verifies_with_its_key_only() {
         let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60));
         let user = Uuid::new_v4();
-        let (token, _) = keys.issue(user).unwrap();
-        assert_eq!(keys.verify(&token).unwrap().0, user);
+        let (token, _) = keys.issue(user, 3).unwrap();
+        let claims = keys.verify(&token).unwrap();
+        assert_eq!((claims.user_id, claims.epoch), (user, 3));
         let other = JwtKeys::new(b"another secret of enough length!", Duration::from_secs(60));
         assert!(other.verify(&token).is_err());
         assert!(keys.verify("not.a.jwt").is_err());

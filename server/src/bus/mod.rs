@@ -18,10 +18,13 @@
 //!
 //! # Layout
 //! - this module: the rings, the lossless [`event_stream`], live filters;
-//! - `postgres`: the relay between nodes over `LISTEN/NOTIFY`.
+//! - `postgres`: the relay between nodes over `LISTEN/NOTIFY`;
+//! - `revocations`: revoked credentials, read from the store on every node.
 
 /// Fan-out between nodes sharing a PostgreSQL database.
 pub mod postgres;
+/// Revoked credentials, from the store to this node's sockets.
+pub mod revocations;
 
 use std::{
     pin::Pin,
@@ -137,13 +140,17 @@ impl BusCommand {
     }
 }
 
+/// Revocation notices a socket may fall behind by before it checks its
+/// credential against the store regardless.
+const REVOCATIONS_CAPACITY: usize = 1024;
+
 /// Handle on the bus. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Bus {
     events: broadcast::Sender<Arc<BusEvent>>,
     devices: broadcast::Sender<Arc<DeviceChange>>,
     commands: broadcast::Sender<Arc<BusCommand>>,
-    /// Ids of revoked API keys: connections opened with them close.
+    /// Users whose credentials changed: their connections check theirs.
     revocations: broadcast::Sender<Uuid>,
     /// Set on PostgreSQL: changes are also told to the other nodes, and
     /// events reach the rings through the relay.
@@ -161,7 +168,7 @@ impl Bus {
             events: broadcast::channel(capacity).0,
             devices: broadcast::channel(capacity).0,
             commands: broadcast::channel(capacity).0,
-            revocations: broadcast::channel(64).0,
+            revocations: broadcast::channel(REVOCATIONS_CAPACITY).0,
             relay: None,
             catch_ups,
         }
@@ -209,19 +216,15 @@ impl Bus {
         message
     }
 
-    /// An API key was revoked, here and on the other nodes.
-    pub fn publish_key_revoked(&self, key: Uuid) {
-        if let Some(relay) = &self.relay {
-            relay.tell_key_revoked(key);
-        }
-        self.publish_key_revoked_here(key);
+    /// A user's credentials changed. Only the revocation watcher publishes:
+    /// every change, from whichever node or process, passes through the
+    /// store.
+    fn publish_revoked(&self, user_id: Uuid) {
+        // An error only means nobody is subscribed right now.
+        let _ = self.revocations.send(user_id);
     }
 
-    fn publish_key_revoked_here(&self, key: Uuid) {
-        let _ = self.revocations.send(key);
-    }
-
-    /// A receiver of API key revocations from now on.
+    /// A receiver of the users whose credentials change from now on.
     pub fn subscribe_revocations(&self) -> broadcast::Receiver<Uuid> {
         self.revocations.subscribe()
     }

@@ -67,9 +67,6 @@ pub enum Notice {
     /// A command was sent or changed state.
     #[serde(rename = "c")]
     Command { node: Uuid, id: Uuid },
-    /// An API key was revoked: connections opened with it close.
-    #[serde(rename = "r")]
-    KeyRevoked { node: Uuid, id: Uuid },
 }
 
 /// The bus's side of the relay.
@@ -101,13 +98,6 @@ impl RelayLink {
 
     pub(super) fn tell_command(&self, id: Uuid) {
         self.send(Notice::Command {
-            node: self.node,
-            id,
-        });
-    }
-
-    pub(super) fn tell_key_revoked(&self, id: Uuid) {
-        self.send(Notice::KeyRevoked {
             node: self.node,
             id,
         });
@@ -234,11 +224,7 @@ async fn pump_events(store: &Store, bus: &Bus, mut head: i64) -> Result<i64, Sto
 /// Publishes another node's device or command change on this node's rings.
 async fn relay_change(store: &Store, bus: &Bus, me: Uuid, notice: Notice) {
     match notice {
-        Notice::Device { node, .. }
-        | Notice::Command { node, .. }
-        | Notice::KeyRevoked { node, .. }
-            if node == me => {}
-        Notice::KeyRevoked { id, .. } => bus.publish_key_revoked_here(id),
+        Notice::Device { node, .. } | Notice::Command { node, .. } if node == me => {}
         Notice::Device {
             kind: DeviceChangeKind::Deleted,
             snapshot: Some(snapshot),

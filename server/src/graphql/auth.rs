@@ -10,6 +10,7 @@ use super::{
 };
 use crate::{
     auth::{self as authn, Credential, Principal as AuthPrincipal, SessionTokens, token},
+    bus::DeviceChangeKind,
     store::entity::{Permission, Role, api_key, user},
 };
 
@@ -29,6 +30,11 @@ impl User {
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
+    }
+    /// When the user was disabled; null while enabled. A disabled user
+    /// cannot sign in, and none of its credentials work.
+    async fn disabled_at(&self) -> Option<DateTime<Utc>> {
+        self.0.disabled_at
     }
 }
 
@@ -234,9 +240,11 @@ impl AuthMutation {
     }
 
     /// Sets another user's password (an administrator resetting a
-    /// forgotten one) and ends all of that user's login sessions: their
-    /// refresh tokens stop working. Administrators only. To change your own,
-    /// use `changePassword`, which asks for the current one.
+    /// forgotten one) and ends all of that user's login sessions: refresh
+    /// and access tokens stop working, and sockets opened with them close
+    /// (4403) on every node within a second. The user's API keys stay.
+    /// Administrators only. To change your own, use `changePassword`, which
+    /// asks for the current one.
     async fn set_user_password(
         &self,
         ctx: &Context<'_>,
@@ -254,8 +262,10 @@ impl AuthMutation {
         Ok(true)
     }
 
-    /// Makes a user ADMIN or MEMBER; it applies to the user's next request
-    /// (an API key of a demoted user is capped at WRITE). The last
+    /// Makes a user ADMIN or MEMBER. The user's access tokens stop working
+    /// (a refresh gets one with the new role) and every socket of the user,
+    /// its keys' too, closes (4403) within a second, so none keeps the old
+    /// role; an API key of a demoted user is capped at WRITE. The last
     /// administrator cannot be demoted (CONFLICT). Administrators only.
     async fn set_user_role(&self, ctx: &Context<'_>, id: ID, role: Role) -> ApiResult<User> {
         principal(ctx, Permission::Admin)?.require_admin()?;
@@ -268,8 +278,57 @@ impl AuthMutation {
         Ok(User(user))
     }
 
-    /// Changes the caller's password and ends all of its other sessions
-    /// (their refresh tokens stop working).
+    /// Disables a user: it cannot sign in, none of its credentials work
+    /// (API keys included), its sessions end and its sockets close (4403)
+    /// on every node within a second; its devices go OFFLINE as their
+    /// gateways are disconnected. Its devices, events, commands and keys
+    /// are kept for `enableUser`. The last administrator cannot be disabled
+    /// (CONFLICT). Administrators only.
+    async fn disable_user(&self, ctx: &Context<'_>, id: ID) -> ApiResult<User> {
+        principal(ctx, Permission::Admin)?.require_admin()?;
+        let id = input::uuid_id("user", &id)?;
+        let user = state(ctx)
+            .store
+            .set_disabled(id, true)
+            .await
+            .or_not_found("user")?;
+        Ok(User(user))
+    }
+
+    /// Enables a disabled user again: it can sign in, and its API keys
+    /// work again. Administrators only.
+    async fn enable_user(&self, ctx: &Context<'_>, id: ID) -> ApiResult<User> {
+        principal(ctx, Permission::Admin)?.require_admin()?;
+        let id = input::uuid_id("user", &id)?;
+        let user = state(ctx)
+            .store
+            .set_disabled(id, false)
+            .await
+            .or_not_found("user")?;
+        Ok(User(user))
+    }
+
+    /// Deletes a user and everything it owns, for good: its devices with
+    /// their events, commands and status history, its API keys and its
+    /// sessions. Its sockets close (4403) on every node within a second,
+    /// and `deviceChanged` subscribers see each device DELETED. To keep the
+    /// data, use `disableUser`. The last administrator cannot be deleted
+    /// (CONFLICT). Administrators only. Returns the user as it was.
+    async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> ApiResult<User> {
+        principal(ctx, Permission::Admin)?.require_admin()?;
+        let id = input::uuid_id("user", &id)?;
+        let app = state(ctx);
+        let (user, devices) = app.store.delete_user(id).await.or_not_found("user")?;
+        for device in devices {
+            app.bus.publish_device(DeviceChangeKind::Deleted, device);
+        }
+        Ok(User(user))
+    }
+
+    /// Changes the caller's password and ends all of its login sessions,
+    /// the calling one too (sign in again with the new password): refresh
+    /// and access tokens stop working, sockets opened with them close. API
+    /// keys stay.
     async fn change_password(
         &self,
         ctx: &Context<'_>,
@@ -365,18 +424,16 @@ impl AuthMutation {
     }
 
     /// Revokes one of the caller's keys (any key, for an administrator). It
-    /// stops working at once.
+    /// stops working at once; connections opened with it close (4403) on
+    /// every node within a second.
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ApiKey> {
         let caller = principal(ctx, Permission::Admin)?;
         let id = input::uuid_id("API key", &id)?;
-        let app = state(ctx);
-        let key = app
+        let key = state(ctx)
             .store
             .revoke_api_key(id, caller.scope())
             .await
             .or_not_found("API key")?;
-        // Connections opened with it close too.
-        app.bus.publish_key_revoked(key.id);
         Ok(ApiKey(key))
     }
 }

@@ -49,7 +49,7 @@ use super::{HttpState, Rendered, to_json_within, too_large_error};
 use uuid::Uuid;
 
 use crate::{
-    auth,
+    auth::{Auth, Principal, Standing},
     config::Limits,
     graphql::{RequestContext, SocketLease, admission, error::ApiError, live},
     metrics::GaugeGuard,
@@ -294,12 +294,8 @@ impl Connection {
                         credential.expires = None;
                     }
                 }
-                // The API key was revoked. Cancel-safe.
-                revoked = revoked(&mut credential.revoked) => {
-                    if revoked {
-                        break Some(Close::new(4403, "the API key has been revoked"));
-                    }
-                }
+                // The credential was revoked, or the role changed. Cancel-safe.
+                close = revoked(&mut credential.revoked, &self.state.app.auth) => break Some(close),
             }
         };
         // Dropping the operations ends their streams and bus subscriptions.
@@ -351,6 +347,9 @@ impl Connection {
                 if self.session.is_some() {
                     return Err(Close::new(4429, "Too many initialisation requests"));
                 }
+                // Subscribed before the credential is checked: a revocation
+                // committed after the check is heard.
+                let revocations = self.state.app.bus.subscribe_revocations();
                 match self.authenticate(payload.as_ref()).await {
                     Ok(context) => {
                         let counter = &self.state.app.metrics.sockets.connector_sessions;
@@ -363,12 +362,10 @@ impl Connection {
                                 .socket
                                 .as_ref()
                                 .map(|lease| lease.expires.subscribe()),
-                            revoked: match context.principal.as_ref().map(|p| p.credential) {
-                                Some(auth::Credential::ApiKey { id }) => {
-                                    Some((id, self.state.app.bus.subscribe_revocations()))
-                                }
-                                _ => None,
-                            },
+                            revoked: context
+                                .principal
+                                .clone()
+                                .map(|principal| (principal, revocations)),
                         };
                         let mut data = Data::default();
                         data.insert(context);
@@ -677,7 +674,8 @@ struct Outgoing<'a, T> {
 #[derive(Default)]
 struct Credential {
     expires: Option<watch::Receiver<Option<DateTime<Utc>>>>,
-    revoked: Option<(Uuid, broadcast::Receiver<Uuid>)>,
+    /// Who authenticated, and the users whose credentials change.
+    revoked: Option<(Principal, broadcast::Receiver<Uuid>)>,
 }
 
 /// A deadline that never comes, for connections without one.
@@ -709,17 +707,37 @@ async fn renewed(expires: &mut Option<watch::Receiver<Option<DateTime<Utc>>>>) -
     }
 }
 
-/// Resolves true when the connection's API key is revoked; never for other
-/// credentials.
-async fn revoked(revoked: &mut Option<(Uuid, broadcast::Receiver<Uuid>)>) -> bool {
-    let Some((key, rx)) = revoked else {
+/// Resolves, with how to close, once the connection's credential no longer
+/// holds: revoked (4403), or the user's role changed (1012, "reconnect":
+/// the connection's operations were authorised in the old role, and a
+/// gateway reconnects with its key in the new one). Never without a
+/// credential. The store decides, not the notice, so a notice heard late
+/// closes nothing that was authenticated since; a connection that fell
+/// behind the notices asks the store too.
+async fn revoked(
+    revoked: &mut Option<(Principal, broadcast::Receiver<Uuid>)>,
+    auth: &Auth,
+) -> Close {
+    let Some((principal, rx)) = revoked else {
         return std::future::pending().await;
     };
     loop {
         match rx.recv().await {
-            Ok(id) if id == *key => return true,
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Ok(user) if user != principal.user_id => continue,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
             Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+        }
+        match auth.standing(principal).await {
+            Ok(Standing::Valid) => {}
+            Ok(Standing::RoleChanged) => {
+                return Close::new(
+                    1012,
+                    "the user's role changed; reconnect to continue in the new one",
+                );
+            }
+            Ok(Standing::Revoked(reason)) => return Close::new(4403, reason),
+            // The store is away: checked again at the next notice.
+            Err(err) => tracing::warn!(error = %err, "checking a connection's credential failed"),
         }
     }
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{
     Scope, Store, StoreError,
     entity::{Permission, api_key, user},
-    now, scoped,
+    now, revocations, scoped,
 };
 
 /// `last_used_at` is refreshed at most this often, so authenticating a
@@ -64,19 +64,31 @@ impl Store {
         .ok_or(StoreError::NotFound)
     }
 
-    /// Marks a key revoked (idempotent) and returns it.
+    /// Marks a key revoked (idempotent) and returns it; the sockets opened
+    /// with it close on every node (see `revocations`).
     pub async fn revoke_api_key(
         &self,
         id: Uuid,
         scope: Scope,
     ) -> Result<api_key::Model, StoreError> {
-        let found = self.api_key_by_id(id, scope).await?;
+        let tx = self.begin_write().await?;
+        let found = scoped(
+            api_key::Entity::find_by_id(id),
+            scope,
+            api_key::Column::UserId,
+        )
+        .one(&tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         if found.revoked_at.is_some() {
             return Ok(found);
         }
         let mut model: api_key::ActiveModel = found.into();
         model.revoked_at = Set(Some(now()));
-        Ok(model.update(&self.db).await?)
+        let revoked = model.update(&tx).await?;
+        revocations::record(&tx, revoked.user_id).await?;
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     /// The live (not revoked) key with this secret hash and its owner, and
@@ -92,6 +104,9 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound)?;
         let owner = self.user_by_id(key.user_id).await?;
+        if owner.disabled_at.is_some() {
+            return Err(StoreError::NotFound);
+        }
         let at = now();
         if key
             .last_used_at

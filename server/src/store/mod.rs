@@ -13,6 +13,7 @@
 //! - `users`, `api_keys`, `refresh_tokens`, `devices`, `events`, `commands`:
 //!   the queries of one table each, as methods on [`Store`].
 //! - `telemetry`: events summarised per time bucket.
+//! - `revocations`: notes that a user's credentials changed, for every node's sockets.
 //! - `page`: keyset pagination shared by every list.
 
 pub mod entity;
@@ -25,6 +26,7 @@ mod nodes;
 mod page;
 mod refresh_tokens;
 mod retention;
+mod revocations;
 mod status_history;
 mod telemetry;
 mod users;

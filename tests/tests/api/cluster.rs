@@ -1,11 +1,12 @@
 //! Two nodes on one PostgreSQL database: events, device changes and commands
-//! cross from one node to the other through LISTEN/NOTIFY.
+//! cross from one node to the other through LISTEN/NOTIFY, revocations
+//! through the store.
 
 use std::time::Duration;
 
 use ferrite_e2e::{
     Backend, TestApp,
-    ws::{Op, next_item, run_once, until_device_changes_are_live},
+    ws::{Op, close_code, next_item, run_once, until_device_changes_are_live},
 };
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -151,4 +152,43 @@ async fn a_command_sent_on_one_node_reaches_the_gateway_on_the_other() {
         last = item.unwrap()["data"]["commandUpdated"]["status"].clone();
     }
     assert_eq!(last, "SUCCEEDED", "node b saw the answer given on node a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_one_node_closes_the_sockets_on_the_other() {
+    let (a, b) = two_nodes().await;
+    let alice = a.create_member("alice").await;
+    let (key, key_id) = a.create_api_key_with_id(&alice, "WRITE").await;
+    let mut on_b = b.raw_session(&key, None).await;
+    let mut alice_on_b = b.raw_session(&alice, None).await;
+    let admin = a.admin_token().await;
+    let revoked = a
+        .gql(
+            Some(&admin),
+            "mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }",
+            json!({"id": key_id}),
+        )
+        .await;
+    assert!(revoked.data()["revokeApiKey"]["revokedAt"].is_string());
+    assert_eq!(close_code(&mut on_b).await, Some(4403));
+    // Her session is another credential: its socket stays until her
+    // password is reset (on node A).
+    let users = a
+        .gql(Some(&admin), "{ users { id username } }", json!({}))
+        .await;
+    let alice_id = users.data()["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "alice")
+        .unwrap()["id"]
+        .clone();
+    a.gql(
+        Some(&admin),
+        "mutation($id: ID!) { setUserPassword(id: $id, newPassword: \"reset on node a\") }",
+        json!({"id": alice_id}),
+    )
+    .await
+    .data();
+    assert_eq!(close_code(&mut alice_on_b).await, Some(4403));
 }

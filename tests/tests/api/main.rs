@@ -15,6 +15,7 @@ mod http;
 mod metrics;
 mod readme;
 mod realtime;
+mod revocation;
 mod session;
 mod shutdown;
 mod telemetry;

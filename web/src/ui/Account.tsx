@@ -12,10 +12,14 @@ export function Account() {
   const user = session.tokens.value?.user;
   const change = onSubmit(async (fields) => {
     setDone(false);
+    const password = field(fields, 'new');
     await gql('mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }', {
       c: field(fields, 'current'),
-      n: field(fields, 'new'),
+      n: password,
     });
+    // The change ended every session, this one too; this browser signs in
+    // again with the new password (its other tabs follow).
+    if (user) await session.signIn(user.username, password);
     setDone(true);
   }, setError);
   return (
@@ -27,7 +31,7 @@ export function Account() {
         <label>Current password <input name="current" type="password" required autocomplete="current-password" /></label>
         <label>New password <input name="new" type="password" required minLength={8} autocomplete="new-password" /></label>
         <button type="submit">Change password</button>
-        {done && <p role="status">Password changed. Your other sessions were signed out.</p>}
+        {done && <p role="status">Password changed. Your sessions elsewhere were signed out.</p>}
         {error !== null && <ErrorNote error={error} />}
       </form>
     </main>

@@ -12,6 +12,7 @@ pub mod device_tombstone;
 pub mod event;
 pub mod node;
 pub mod refresh_token;
+pub mod revocation;
 pub mod setting;
 pub mod user;
 

@@ -13,6 +13,11 @@ pub struct Model {
     pub role: Role,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Access tokens issued in an older epoch no longer work: it moves on
+    /// when the password or the role changes, or the user is disabled.
+    pub session_epoch: i32,
+    /// Set while the user is disabled: no sign-in, no credential works.
+    pub disabled_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
