@@ -137,6 +137,18 @@ test('Users: an administrator creates a user, promotes them and resets their pas
   await page.getByRole('button', { name: 'Set password' }).click();
   await page.getByRole('status').filter({ hasText: 'New password set for bob' }).waitFor();
   assert.ok(await server.login('bob', 'set by the admin'));
+  // Disabled, bob cannot sign in; enabled, he can again; deleted, he is gone.
+  await page.getByRole('button', { name: 'Disable bob' }).click();
+  await page.getByRole('row').filter({ hasText: 'bob' }).getByText('disabled').waitFor();
+  await assert.rejects(server.login('bob', 'set by the admin'), /disabled/);
+  await page.getByRole('button', { name: 'Enable bob' }).click();
+  await page.getByRole('status').filter({ hasText: 'bob is enabled again.' }).waitFor();
+  assert.ok(await server.login('bob', 'set by the admin'));
+  assert.equal(await page.getByRole('button', { name: 'Disable admin' }).count(), 0, 'no disabling oneself');
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.getByRole('button', { name: 'Delete bob' }).click();
+  await page.getByRole('status').filter({ hasText: 'Deleted bob and everything they owned.' }).waitFor();
+  await page.getByRole('row').filter({ hasText: 'bob' }).waitFor({ state: 'detached' });
 });
 
 test('API keys: the secret is shown once; revoking it works', async () => {

@@ -1,4 +1,5 @@
-// Users, for administrators: create, change a role, reset a password.
+// Users, for administrators: create, change a role, reset a password,
+// disable, enable and delete.
 
 import { useEffect, useState } from 'preact/hooks';
 import { when } from '../lib/format';
@@ -12,6 +13,7 @@ interface User {
   username: string;
   role: string;
   createdAt: string;
+  disabledAt: string | null;
 }
 const ROLES = ['MEMBER', 'ADMIN'];
 
@@ -20,7 +22,7 @@ export function Users() {
   const [error, setError] = useState<unknown>(null);
   const [done, setDone] = useState<string | null>(null);
   const [resetting, setResetting] = useState<User | null>(null);
-  const load = () => gql<{ users: User[] }>('{ users { id username role createdAt } }').then((d) => setUsers(d.users), setError);
+  const load = () => gql<{ users: User[] }>('{ users { id username role createdAt disabledAt } }').then((d) => setUsers(d.users), setError);
   useEffect(() => void load(), []);
   const me = session.tokens.value?.user.id;
 
@@ -42,6 +44,23 @@ export function Users() {
       setError(e);
     }
     void load();
+  }
+
+  /** Runs an administrator's mutation on `user`, then says `what` happened. */
+  async function act(user: User, mutation: string, what: string) {
+    try {
+      await gql(`mutation($id: ID!) { ${mutation}(id: $id) { id } }`, { id: user.id });
+      setDone(what);
+      setError(null);
+    } catch (e) {
+      setError(e);
+    }
+    void load();
+  }
+
+  function remove(user: User) {
+    const sure = confirm(`Delete ${user.username} for good, with every device, event, command and API key they own? To keep their data, disable them instead.`);
+    if (sure) void act(user, 'deleteUser', `Deleted ${user.username} and everything they owned.`);
   }
 
   const reset = onSubmit(async (fields) => {
@@ -78,11 +97,14 @@ export function Users() {
         </form>
       )}
       <table aria-label="Users">
-        <thead><tr><th scope="col">Username</th><th scope="col">Role</th><th scope="col">Password</th><th scope="col">Created</th></tr></thead>
+        <thead><tr><th scope="col">Username</th><th scope="col">Role</th><th scope="col">Password</th><th scope="col">Access</th><th scope="col">Created</th></tr></thead>
         <tbody>
           {users.map((u) => (
             <tr key={u.id}>
-              <td>{u.username}{u.id === me && <small> (you)</small>}</td>
+              <td>
+                {u.username}{u.id === me && <small> (you)</small>}
+                {u.disabledAt && <span class="badge badge-offline"> disabled</span>}
+              </td>
               <td>
                 <select aria-label={`Role of ${u.username}`} value={u.role}
                   onChange={(e) => void setRole(u, e.currentTarget.value)}>
@@ -93,6 +115,16 @@ export function Users() {
                 <button type="button" onClick={() => setResetting(u)} aria-label={`Reset the password of ${u.username}`}>
                   Reset…
                 </button>
+              </td>
+              <td>
+                {u.id !== me && (u.disabledAt
+                  ? <button type="button" onClick={() => void act(u, 'enableUser', `${u.username} is enabled again.`)}
+                      aria-label={`Enable ${u.username}`}>Enable</button>
+                  : <button type="button" onClick={() => void act(u, 'disableUser', `${u.username} is disabled; their sessions and connections were ended.`)}
+                      aria-label={`Disable ${u.username}`}>Disable</button>)}
+                {u.id !== me && (
+                  <button type="button" class="danger" onClick={() => remove(u)} aria-label={`Delete ${u.username}`}>Delete…</button>
+                )}
               </td>
               <td>{when(u.createdAt)}</td>
             </tr>
