@@ -233,13 +233,13 @@ async fn run(verb: Verb, config: ConnectorConfig) -> ExitCode {
         }));
         return ExitCode::SUCCESS;
     }
-    if let Verb::Run = verb {
-        if config.devices.is_empty() {
-            eprintln!(
-                "ferrite-connector: the configuration has no [[device]] to simulate (see connector.example.toml)"
-            );
-            return ExitCode::from(2);
-        }
+    if let Verb::Run = verb
+        && config.devices.is_empty()
+    {
+        eprintln!(
+            "ferrite-connector: the configuration has no [[device]] to simulate (see connector.example.toml)"
+        );
+        return ExitCode::from(2);
     }
     let options = config
         .options()

@@ -443,15 +443,15 @@ impl Config {
                 );
             }
         }
-        if let Some(secret) = &self.jwt_secret {
-            if secret.expose().len() < 32 {
-                return invalid("jwt_secret must be at least 32 bytes long".into());
-            }
+        if let Some(secret) = &self.jwt_secret
+            && secret.expose().len() < 32
+        {
+            return invalid("jwt_secret must be at least 32 bytes long".into());
         }
-        if let Some(password) = &self.admin_password {
-            if let Err(msg) = crate::auth::validate_new_password(password.expose()) {
-                return invalid(format!("admin_password: {msg}"));
-            }
+        if let Some(password) = &self.admin_password
+            && let Err(msg) = crate::auth::validate_new_password(password.expose())
+        {
+            return invalid(format!("admin_password: {msg}"));
         }
         if self.access_token_ttl_seconds == 0 || self.refresh_token_ttl_seconds == 0 {
             return invalid("token lifetimes must be greater than zero".into());

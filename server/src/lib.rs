@@ -324,7 +324,7 @@ fn spawn_housekeeping(
                     }
                     checkpoints.run(&store).await;
                     seconds += 1;
-                    if seconds % TOMBSTONE_SWEEP_SECONDS == 0 {
+                    if seconds.is_multiple_of(TOMBSTONE_SWEEP_SECONDS) {
                         let cutoff = store::now() - TOMBSTONE_AGE;
                         if let Err(err) = store.prune_device_tombstones(cutoff).await {
                             tracing::warn!(error = %err, "forgetting old device deletions failed");
@@ -334,7 +334,7 @@ fn spawn_housekeeping(
                             tracing::warn!(error = %err, "forgetting old revocation notices failed");
                         }
                     }
-                    if retention.max_age_seconds > 0 && seconds % retention.check_seconds == 0 {
+                    if retention.max_age_seconds > 0 && seconds.is_multiple_of(retention.check_seconds) {
                         prune(&store, retention.max_age_seconds).await;
                     }
                 }

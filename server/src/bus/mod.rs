@@ -252,29 +252,28 @@ impl Bus {
 /// the same rules the store applies to its queries.
 pub fn event_matches(scope: Scope, filter: &EventFilter, message: &BusEvent) -> bool {
     let event = &message.event;
-    if let Scope::Owner(owner) = scope {
-        if event.owner_id != owner {
-            return false;
-        }
+    if let Scope::Owner(owner) = scope
+        && event.owner_id != owner
+    {
+        return false;
     }
-    if let Some(ids) = &filter.device_ids {
-        if !ids.contains(&event.device_id) {
-            return false;
-        }
+    if let Some(ids) = &filter.device_ids
+        && !ids.contains(&event.device_id)
+    {
+        return false;
     }
-    if let Some(services) = &filter.services {
-        if !services.contains(&event.service) {
-            return false;
-        }
+    if let Some(services) = &filter.services
+        && !services.contains(&event.service)
+    {
+        return false;
     }
-    if let Some(locations) = &filter.locations {
-        if !message
+    if let Some(locations) = &filter.locations
+        && !message
             .location
             .as_ref()
             .is_some_and(|location| locations.contains(location))
-        {
-            return false;
-        }
+    {
+        return false;
     }
     if filter.since.is_some_and(|since| event.received_at < since) {
         return false;
@@ -479,10 +478,10 @@ impl Stream for EventStream {
 /// Whether a device change is one a subscriber with `scope` and `filter`
 /// sees.
 pub fn device_matches(scope: Scope, filter: &DeviceFilter, device: &device::Model) -> bool {
-    if let Scope::Owner(owner) = scope {
-        if device.owner_id != owner {
-            return false;
-        }
+    if let Scope::Owner(owner) = scope
+        && device.owner_id != owner
+    {
+        return false;
     }
     let within = |values: &Option<Vec<String>>, value: &str| {
         values
