@@ -62,7 +62,8 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations and exit (refused while a server
+    /// runs on the same data directory; `serve` migrates when it starts).
     Migrate,
     /// Print the GraphQL schema (SDL) and exit.
     Schema,
@@ -201,6 +202,8 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { .. } => serve(config).await,
         Command::Migrate => {
+            // Not under a running server: it migrates when it starts.
+            let _lock = crate::lock_data_dir(&config)?;
             open_store(&config).await?;
             println!("database is up to date");
             Ok(())

@@ -30,6 +30,8 @@ pub mod graphql;
 pub mod http;
 /// The group-commit writer of events.
 pub mod ingest;
+/// One server per data directory.
+pub mod lock;
 /// `/metrics`: counters and gauges in the Prometheus text format.
 pub mod metrics;
 /// Which devices are online, keyed by connector session.
@@ -94,6 +96,8 @@ pub enum StartError {
     Password(#[source] auth::AuthError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Locked(#[from] lock::LockError),
 }
 
 /// How long shutdown waits for WebSocket connections to send their close
@@ -113,6 +117,15 @@ pub struct Server {
     checkpoints: ingest::Checkpoints,
     /// On PostgreSQL: the fan-out between nodes, started by `run`.
     relay: Option<bus::postgres::Relay>,
+    /// Held until the server has stopped: one server per data directory.
+    data_dir_lock: lock::DataDirLock,
+}
+
+/// Creates the data directory if needed and takes its lock: a second
+/// server (or `ferrite migrate`) on the same directory is refused.
+pub fn lock_data_dir(config: &Config) -> Result<lock::DataDirLock, StartError> {
+    create_private_dir(&config.data_dir)?;
+    Ok(lock::DataDirLock::acquire(&config.data_dir)?)
 }
 
 /// Opens and migrates the database the configuration names, creating the
@@ -135,6 +148,7 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
 impl Server {
     /// Prepares everything, binds the listener, and returns without serving.
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        let data_dir_lock = lock_data_dir(&config)?;
         let store = open_store(&config).await?;
         let secret = match &config.jwt_secret {
             Some(secret) => secret.expose().as_bytes().to_vec(),
@@ -199,6 +213,7 @@ impl Server {
             ingest_writer,
             checkpoints,
             relay,
+            data_dir_lock,
         })
     }
 
@@ -225,6 +240,7 @@ impl Server {
             ingest_writer,
             checkpoints,
             relay,
+            data_dir_lock,
             ..
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -279,6 +295,7 @@ impl Server {
             let _ = relay.await;
         }
         store.close().await;
+        drop(data_dir_lock);
         tracing::info!("ferrite stopped");
         Ok(())
     }

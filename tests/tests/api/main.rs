@@ -13,6 +13,7 @@ mod gateways;
 mod hostile;
 mod http;
 mod metrics;
+mod operations;
 mod readme;
 mod realtime;
 mod revocation;
