@@ -61,6 +61,12 @@ pub enum Command {
         /// Address to listen on [default: 0.0.0.0:8080]
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// PEM certificate chain: serve HTTPS and WSS (with --tls-key)
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Apply pending database migrations and exit (refused while a server
     /// runs on the same data directory; `serve` migrates when it starts).
@@ -183,14 +189,22 @@ impl Cli {
     /// The configuration this invocation runs with.
     pub fn load_config(&self) -> anyhow::Result<Config> {
         let listen = match &self.command {
-            Command::Serve { listen } => *listen,
+            Command::Serve { listen, .. } => *listen,
             _ => None,
+        };
+        let (tls_cert, tls_key) = match &self.command {
+            Command::Serve {
+                tls_cert, tls_key, ..
+            } => (tls_cert.clone(), tls_key.clone()),
+            _ => (None, None),
         };
         let overrides = Overrides {
             listen,
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
             log: self.log.clone(),
+            tls_cert,
+            tls_key,
         };
         let (config, _file) = Config::load(self.config.as_deref(), &overrides)?;
         Ok(config)

@@ -65,6 +65,11 @@ pub struct Config {
     pub admin_password: Option<Secret>,
     /// Log filter (`tracing` syntax): `info`, `ferrite_server=debug,info`, …
     pub log: String,
+    /// PEM certificate chain for HTTPS/WSS on `listen` (with `tls_key`).
+    /// Reloaded on SIGHUP and when the file changes.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Lifetime of an access token (JWT).
     pub access_token_ttl_seconds: u64,
     /// Lifetime of a refresh token.
@@ -287,6 +292,8 @@ impl Default for Config {
             jwt_secret: None,
             admin_password: None,
             log: "info".to_owned(),
+            tls_cert: None,
+            tls_key: None,
             access_token_ttl_seconds: 15 * 60,
             refresh_token_ttl_seconds: 30 * 24 * 3600,
             database_max_connections: 8,
@@ -349,6 +356,10 @@ pub struct Overrides {
     pub database_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Why the configuration cannot be used.
@@ -442,6 +453,9 @@ impl Config {
                     "database_url must start with sqlite:, postgres:// or postgresql://".into(),
                 );
             }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return invalid("tls_cert and tls_key go together: give both, or neither".into());
         }
         if let Some(secret) = &self.jwt_secret
             && secret.expose().len() < 32
@@ -537,6 +551,14 @@ impl Config {
     }
 
     /// Whether the database is the embedded SQLite one.
+    /// The TLS files, when HTTPS is on.
+    pub fn tls_files(&self) -> Option<crate::http::tls::TlsFiles> {
+        Some(crate::http::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+        })
+    }
+
     pub fn uses_sqlite(&self) -> bool {
         self.effective_database_url().starts_with("sqlite:")
     }

@@ -98,6 +98,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: io::Error },
     #[error(transparent)]
     Locked(#[from] lock::LockError),
+    #[error(transparent)]
+    Tls(#[from] http::tls::TlsError),
 }
 
 /// How long shutdown waits for WebSocket connections to send their close
@@ -119,6 +121,8 @@ pub struct Server {
     relay: Option<bus::postgres::Relay>,
     /// Held until the server has stopped: one server per data directory.
     data_dir_lock: lock::DataDirLock,
+    /// HTTPS and WSS, when `tls_cert` and `tls_key` are set.
+    tls: Option<http::tls::Tls>,
 }
 
 /// Creates the data directory if needed and takes its lock: a second
@@ -149,6 +153,9 @@ impl Server {
     /// Prepares everything, binds the listener, and returns without serving.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let data_dir_lock = lock_data_dir(&config)?;
+        // Checked before anything else is opened: a bad file is the
+        // operator's to fix, and says which.
+        let tls = config.tls_files().map(http::tls::Tls::load).transpose()?;
         let store = open_store(&config).await?;
         let secret = match &config.jwt_secret {
             Some(secret) => secret.expose().as_bytes().to_vec(),
@@ -214,6 +221,7 @@ impl Server {
             checkpoints,
             relay,
             data_dir_lock,
+            tls,
         })
     }
 
@@ -241,6 +249,7 @@ impl Server {
             checkpoints,
             relay,
             data_dir_lock,
+            tls,
             ..
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -254,6 +263,10 @@ impl Server {
         let heartbeat = state.presence.clone().spawn(stop_rx.clone());
         let revocations =
             bus::revocations::spawn(state.store.clone(), state.bus.clone(), stop_rx.clone());
+        let state_tls_files = state.config.tls_files();
+        let tls_reloader = tls
+            .clone()
+            .map(|tls| http::tls::spawn_reloader(tls, stop_rx.clone()));
         let relay =
             relay.map(|relay| relay.spawn(state.store.clone(), state.bus.clone(), stop_rx.clone()));
         let store = state.store.clone();
@@ -274,8 +287,12 @@ impl Server {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        if let Some(files) = state_tls_files.as_ref() {
+            tracing::info!(cert = %files.cert.display(), "serving HTTPS and WSS");
+        }
         tracing::info!(%addr, "ferrite is listening");
-        http::serve::serve(listener, app, &http_settings, stop_rx).await;
+        let acceptor = tls.map(|tls| tls.acceptor);
+        http::serve::serve(listener, app, &http_settings, acceptor, stop_rx).await;
         // Sockets send their close frames and drop their handles.
         if tokio::time::timeout(SOCKET_CLOSE_GRACE, sockets_closed.recv())
             .await
@@ -291,6 +308,9 @@ impl Server {
         let _ = sweeper.await;
         let _ = heartbeat.await;
         let _ = revocations.await;
+        if let Some(reloader) = tls_reloader {
+            let _ = reloader.await;
+        }
         if let Some(relay) = relay {
             let _ = relay.await;
         }

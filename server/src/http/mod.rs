@@ -46,6 +46,8 @@ const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 pub mod serve;
 /// Dashboard sign-in with the refresh token in an HttpOnly cookie.
 mod session;
+/// HTTPS and WSS on the listener, with certificate reloads.
+pub mod tls;
 /// GraphQL over WebSocket.
 mod ws;
 

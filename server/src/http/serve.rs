@@ -21,7 +21,7 @@
 use std::{
     collections::HashMap,
     io,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     pin::{Pin, pin},
     sync::{Arc, Mutex},
     task::{Context, Poll},
@@ -33,10 +33,11 @@ use hyper::{body::Incoming, server::conn::http1};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::watch,
     task::JoinSet,
 };
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::{auth::address_key, config::HttpConfig, stopped};
@@ -161,14 +162,14 @@ enum Refused {
     Address,
 }
 
-/// A client's TCP stream with its place in the [`Gate`]: the place goes
-/// wherever the stream goes, into an upgraded WebSocket too.
-struct Counted {
-    tcp: TcpStream,
+/// A client's stream (TCP, or TLS over it) with its place in the [`Gate`]:
+/// the place goes wherever the stream goes, into an upgraded WebSocket too.
+struct Counted<S> {
+    tcp: S,
     _permit: Permit,
 }
 
-impl AsyncRead for Counted {
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -178,7 +179,7 @@ impl AsyncRead for Counted {
     }
 }
 
-impl AsyncWrite for Counted {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -208,12 +209,14 @@ impl AsyncWrite for Counted {
     }
 }
 
-/// Serves `app` on `listener` until `stop` turns true, then gives open
-/// connections `shutdown_grace` to finish and drops the rest.
+/// Serves `app` on `listener` (over TLS when `tls` is set) until `stop`
+/// turns true, then gives open connections `shutdown_grace` to finish and
+/// drops the rest.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     settings: &HttpConfig,
+    tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     let gate = Gate::for_settings(settings);
@@ -256,37 +259,33 @@ pub async fn serve(
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-        let io = TokioIo::new(Counted {
+        let counted = Counted {
             tcp,
             _permit: permit,
-        });
+        };
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(request.map(Body::new))
-        });
-        let mut stop = stop.clone();
+        let stop = stop.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(io, service)
-                .with_upgrades();
-            let mut connection = pin!(connection);
-            tokio::select! {
-                // Served to the end (or upgraded: the socket lives on in
-                // its own task). Errors are the client's: a timeout, a
-                // malformed request, a reset.
-                result = connection.as_mut() => {
-                    if let Err(err) = result {
-                        tracing::debug!(client = %peer, error = %err, "connection ended");
-                    }
+            let Some(tls) = tls else {
+                return serve_connection(counted, app, false, header_timeout, peer, stop).await;
+            };
+            // The handshake is bounded like the headers it comes before: a
+            // client that opens and says nothing costs its place only that
+            // long.
+            let handshake = tokio::time::timeout(header_timeout, tls.accept(counted.tcp)).await;
+            match handshake {
+                Ok(Ok(stream)) => {
+                    let counted = Counted {
+                        tcp: stream,
+                        _permit: counted._permit,
+                    };
+                    serve_connection(counted, app, true, header_timeout, peer, stop).await;
                 }
-                // Shutdown: finish the request in flight, then close.
-                _ = stopped(&mut stop) => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+                Ok(Err(err)) => {
+                    tracing::debug!(client = %peer, error = %err, "TLS handshake failed")
                 }
+                Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
             }
         });
     }
@@ -301,6 +300,53 @@ pub async fn serve(
             "some HTTP connections did not finish within the shutdown grace; closing them"
         );
         connections.shutdown().await;
+    }
+}
+
+/// Serves one client connection with hyper until it ends, or until `stop`
+/// turns true (then the request in flight finishes first).
+async fn serve_connection<S>(
+    io: Counted<S>,
+    app: Router,
+    over_tls: bool,
+    header_timeout: Duration,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        if over_tls {
+            // What a TLS-terminating proxy would say: the session cookie is
+            // `Secure` (whatever the client claimed, it is on TLS here).
+            request.headers_mut().insert(
+                "x-forwarded-proto",
+                hyper::header::HeaderValue::from_static("https"),
+            );
+        }
+        app.clone().oneshot(request.map(Body::new))
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut connection = pin!(connection);
+    tokio::select! {
+        // Served to the end (or upgraded: the socket lives on in its own
+        // task). Errors are the client's: a timeout, a malformed request, a
+        // reset.
+        result = connection.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(client = %peer, error = %err, "connection ended");
+            }
+        }
+        // Shutdown: finish the request in flight, then close.
+        _ = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }
 

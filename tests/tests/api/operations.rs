@@ -1,12 +1,16 @@
 //! What an operator relies on: one server per data directory, a killed
-//! server restarting cleanly.
+//! server restarting cleanly, HTTPS and WSS with certificates renewed in
+//! place.
 
-use std::{path::Path, process::Output};
+use std::{net::SocketAddr, path::Path, process::Output, sync::Arc, time::Duration};
 
+use ferrite_connector::{Connector, ConnectorOptions, DeviceSpec, DeviceStatus};
 use ferrite_e2e::{
-    JWT_SECRET,
+    Backend, JWT_SECRET, TestApp, eventually,
     process::{ServerProcess, free_loopback_addr, kill_hard, terminate, workspace_binary},
+    ws::{RawSocket, next_json, send_json},
 };
+use serde_json::{Value, json};
 
 /// Runs `ferrite ARGS --data-dir DIR` to its end.
 async fn ferrite(args: &[&str], data_dir: &Path) -> Output {
@@ -67,4 +71,317 @@ async fn one_server_per_data_directory_and_a_killed_one_restarts() {
         "{}",
         String::from_utf8_lossy(&migrate.stderr)
     );
+}
+
+/// A self-signed certificate for 127.0.0.1, written as PEM files.
+fn certificate(
+    dir: &Path,
+    name: &str,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    rustls::pki_types::CertificateDer<'static>,
+) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (cert, key, certified.cert.der().clone())
+}
+
+/// A TLS client that trusts `cert` alone.
+fn trusting(cert: &rustls::pki_types::CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// One HTTP/1.1 request over TLS; the whole response as text.
+async fn https(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    path: &str,
+    body: &Value,
+) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await?;
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nFerrite-Session: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+/// A graphql-transport-ws socket over WSS, initialised with `token`.
+async fn wss(addr: SocketAddr, tls: Arc<rustls::ClientConfig>, token: &str) -> RawSocket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("wss://{addr}/graphql")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        None,
+        true,
+        Some(tokio_tungstenite::Connector::Rustls(tls)),
+    )
+    .await
+    .expect("the WSS upgrade succeeds");
+    send_json(
+        &mut socket,
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    socket
+}
+
+/// The next `next` payload's event on a raw socket.
+async fn next_event(socket: &mut RawSocket) -> Value {
+    loop {
+        let message = next_json(socket).await;
+        if message["type"] == "next" {
+            return message["payload"]["data"]["events"].clone();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_and_wss_on_the_listener_with_a_certificate_swapped_under_open_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, first) = certificate(dir.path(), "first");
+    let (cert_file, key_file) = (cert.clone(), key.clone());
+    let app = TestApp::spawn_with(Backend::Sqlite, move |config| {
+        config.tls_cert = Some(cert_file);
+        config.tls_key = Some(key_file);
+    })
+    .await;
+    let tls = trusting(&first);
+
+    // HTTPS: a query, and a sign-in whose refresh cookie is Secure.
+    let login = json!({"username": "admin", "password": ferrite_e2e::ADMIN_PASSWORD});
+    let answer = https(app.addr, tls.clone(), "/auth/login", &login)
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let cookie = answer
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("a cookie");
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let token = answer
+        .split("\"accessToken\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    // Plain HTTP on the TLS port gets nowhere.
+    assert!(app.client.get(app.url("/healthz")).send().await.is_err());
+
+    // WSS: a subscription sees what HTTPS publishes.
+    let device = {
+        let register =
+            json!({"query": "mutation { registerDevice(input: {externalId: \"tls\"}) { id } }"});
+        let answer = https_gql(&app, tls.clone(), &token, &register).await;
+        answer["data"]["registerDevice"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let mut socket = wss(app.addr, tls.clone(), &token).await;
+    send_json(&mut socket, json!({"type": "subscribe", "id": "e", "payload": {"query": "subscription { events { id payload } }"}})).await;
+    let publish = |n: u64| json!({"query": "mutation($i: EventInput!) { publishEvent(input: $i) { id } }", "variables": {"i": {"deviceId": device, "service": "n", "payload": n}}});
+    // The subscription starts a moment after `subscribe`: publish until it shows.
+    let mut n = 0;
+    loop {
+        n += 1;
+        https_gql(&app, tls.clone(), &token, &publish(n)).await;
+        if let Ok(event) =
+            tokio::time::timeout(Duration::from_millis(500), next_event(&mut socket)).await
+        {
+            assert!(event["payload"].as_u64().unwrap() <= n);
+            break;
+        }
+        assert!(n < 40, "the WSS subscription never got an event");
+    }
+    while tokio::time::timeout(Duration::from_millis(300), next_event(&mut socket))
+        .await
+        .is_ok()
+    {}
+
+    // A renewal: new files in place (as certbot would). New handshakes get
+    // the new certificate within the reload check; the open socket runs on.
+    let (renewed_cert, renewed_key, second) = certificate(dir.path(), "second");
+    std::fs::rename(&renewed_key, &key).unwrap();
+    std::fs::rename(&renewed_cert, &cert).unwrap();
+    let renewed = trusting(&second);
+    eventually(
+        "the renewed certificate to be served",
+        Duration::from_secs(30),
+        || {
+            let renewed = renewed.clone();
+            async move {
+                https(
+                    app.addr,
+                    renewed,
+                    "/graphql",
+                    &json!({"query": "{ __typename }"}),
+                )
+                .await
+                .ok()
+            }
+        },
+    )
+    .await;
+    // (A fresh client: one that resumes an earlier session is not shown a
+    // certificate at all.)
+    assert!(
+        https(
+            app.addr,
+            trusting(&first),
+            "/graphql",
+            &json!({"query": "{ __typename }"})
+        )
+        .await
+        .is_err(),
+        "the old certificate is still served"
+    );
+    https_gql(&app, renewed.clone(), &token, &publish(1000)).await;
+    let event = tokio::time::timeout(Duration::from_secs(15), next_event(&mut socket))
+        .await
+        .expect("the old socket still delivers");
+
+    // A gateway that trusts the (renewed) certificate with `tls_ca_file`.
+    let created = https_gql(
+        &app,
+        renewed.clone(),
+        &token,
+        &json!({"query": "mutation { createApiKey(name: \"gw\", permission: WRITE) { secret } }"}),
+    )
+    .await;
+    let api_key = created["data"]["createApiKey"]["secret"].as_str().unwrap();
+    let options = ConnectorOptions::new(format!("wss://{}/graphql", app.addr), api_key, "tls-gw")
+        .unwrap()
+        .outbox_path(dir.path().join("outbox.db"))
+        .unwrap()
+        .tls_ca_file(&cert)
+        .unwrap();
+    let connector = Connector::start(options).await.unwrap();
+    let registered = connector.register(DeviceSpec::new("secure")).await.unwrap();
+    assert_eq!(registered.status, DeviceStatus::Online);
+    connector.shutdown().await.unwrap();
+    assert_eq!(event["payload"], 1000);
+}
+
+async fn https_gql(
+    app: &TestApp,
+    tls: Arc<rustls::ClientConfig>,
+    token: &str,
+    body: &Value,
+) -> Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let body = body.to_string();
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (_, json) = response.split_once("\r\n\r\n").expect("a body");
+    serde_json::from_str(json).unwrap_or_else(|_| panic!("not JSON: {response}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tls_files_refuse_the_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = certificate(dir.path(), "good");
+    let (_, other_key, _) = certificate(dir.path(), "other");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let missing = dir.path().join("missing.pem");
+    for (cert, key, says) in [
+        (
+            &garbage,
+            &key,
+            format!(
+                "the TLS certificate file {} holds no PEM certificate",
+                garbage.display()
+            ),
+        ),
+        (
+            &missing,
+            &key,
+            format!("cannot read the TLS certificate file {}", missing.display()),
+        ),
+        (
+            &cert,
+            &other_key,
+            format!(
+                "the TLS key file {} does not fit the certificate",
+                other_key.display()
+            ),
+        ),
+    ] {
+        let data_dir = tempfile::tempdir().unwrap();
+        let addr = free_loopback_addr().to_string();
+        let cert = cert.to_str().unwrap();
+        let key = key.to_str().unwrap();
+        let out = ferrite(
+            &[
+                "serve",
+                "--listen",
+                &addr,
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+            ],
+            data_dir.path(),
+        )
+        .await;
+        assert!(!out.status.success(), "started with {cert} / {key}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&says), "{stderr}");
+    }
+    // One without the other is a configuration error.
+    let data_dir = tempfile::tempdir().unwrap();
+    let out = ferrite(
+        &["serve", "--tls-cert", cert.to_str().unwrap()],
+        data_dir.path(),
+    )
+    .await;
+    assert!(!out.status.success());
 }
