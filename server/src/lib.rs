@@ -264,9 +264,7 @@ impl Server {
         let revocations =
             bus::revocations::spawn(state.store.clone(), state.bus.clone(), stop_rx.clone());
         let state_tls_files = state.config.tls_files();
-        let tls_reloader = tls
-            .clone()
-            .map(|tls| http::tls::spawn_reloader(tls, stop_rx.clone()));
+        let tls_reloader = http::tls::spawn_reloader(tls.clone(), stop_rx.clone());
         let relay =
             relay.map(|relay| relay.spawn(state.store.clone(), state.bus.clone(), stop_rx.clone()));
         let store = state.store.clone();
@@ -285,12 +283,16 @@ impl Server {
         // stops accepting, closes sockets and ends the background tasks.
         tokio::spawn(async move {
             shutdown.await;
+            notify_systemd(sd_notify::NotifyState::Stopping);
             let _ = stop_tx.send(true);
         });
         if let Some(files) = state_tls_files.as_ref() {
             tracing::info!(cert = %files.cert.display(), "serving HTTPS and WSS");
         }
         tracing::info!(%addr, "ferrite is listening");
+        // Under systemd (`Type=notify`): migrated, bound, serving. A no-op
+        // without NOTIFY_SOCKET.
+        notify_systemd(sd_notify::NotifyState::Ready);
         let acceptor = tls.map(|tls| tls.acceptor);
         http::serve::serve(listener, app, &http_settings, acceptor, stop_rx).await;
         // Sockets send their close frames and drop their handles.
@@ -308,9 +310,7 @@ impl Server {
         let _ = sweeper.await;
         let _ = heartbeat.await;
         let _ = revocations.await;
-        if let Some(reloader) = tls_reloader {
-            let _ = reloader.await;
-        }
+        let _ = tls_reloader.await;
         if let Some(relay) = relay {
             let _ = relay.await;
         }
@@ -405,6 +405,13 @@ async fn prune(store: &Store, max_age_seconds: u64) {
                 break;
             }
         }
+    }
+}
+
+/// Tells systemd about a change of state, if it is listening.
+fn notify_systemd(state: sd_notify::NotifyState<'_>) {
+    if let Err(err) = sd_notify::notify(&[state]) {
+        tracing::warn!(error = %err, "cannot notify systemd");
     }
 }
 

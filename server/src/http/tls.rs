@@ -175,8 +175,10 @@ fn modified(files: &TlsFiles) -> Option<SystemTime> {
 }
 
 /// Reloads the certificate on SIGHUP and when the files change, until
-/// `stop` turns true.
-pub fn spawn_reloader(tls: Tls, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+/// `stop` turns true. Without TLS there is nothing to reload, but SIGHUP
+/// is still taken (and logged), so a `systemctl reload` never kills the
+/// server.
+pub fn spawn_reloader(tls: Option<Tls>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut hangups = match tokio::signal::unix::signal(
             tokio::signal::unix::SignalKind::hangup(),
@@ -185,6 +187,19 @@ pub fn spawn_reloader(tls: Tls, mut stop: watch::Receiver<bool>) -> JoinHandle<(
             Err(err) => {
                 tracing::warn!(error = %err, "cannot listen for SIGHUP; TLS files are still reloaded when they change");
                 None
+            }
+        };
+        let Some(tls) = tls else {
+            loop {
+                tokio::select! {
+                    _ = stopped(&mut stop) => return,
+                    Some(()) = async {
+                        match hangups.as_mut() {
+                            Some(signal) => signal.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => tracing::info!("SIGHUP: nothing to reload (no TLS configured)"),
+                }
             }
         };
         let mut seen = modified(&tls.files);

@@ -385,3 +385,109 @@ async fn bad_tls_files_refuse_the_start_naming_the_file() {
     .await;
     assert!(!out.status.success());
 }
+
+/// `Type=notify`: READY=1 once the server answers, STOPPING=1 on SIGTERM,
+/// over the datagram socket systemd names in NOTIFY_SOCKET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_once_the_server_answers_and_stopping_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+    let addr = free_loopback_addr();
+    let mut child = tokio::process::Command::new(workspace_binary("ferrite"))
+        .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("FERRITE_JWT_SECRET", JWT_SECRET)
+        .env("FERRITE_ADMIN_PASSWORD", ferrite_e2e::ADMIN_PASSWORD)
+        .env("FERRITE_LOG", "warn")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut message = vec![0u8; 4096];
+    let heard = |buf: &[u8], n: usize| String::from_utf8_lossy(&buf[..n]).into_owned();
+    let n = tokio::time::timeout(Duration::from_secs(60), notify.recv(&mut message))
+        .await
+        .expect("READY within 60 s")
+        .unwrap();
+    assert_eq!(heard(&message, n).trim(), "READY=1");
+    // Ready means ready: the first request after it is answered.
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert!(health.status().is_success());
+    assert_eq!(terminate(&mut child).await, Some(0));
+    let n = tokio::time::timeout(Duration::from_secs(5), notify.recv(&mut message))
+        .await
+        .expect("STOPPING was sent")
+        .unwrap();
+    assert_eq!(heard(&message, n).trim(), "STOPPING=1");
+}
+
+/// The unit file in `deploy/` is one systemd accepts, sandboxed.
+#[test]
+fn the_systemd_unit_verifies() {
+    let Ok(analyze) = which("systemd-analyze") else {
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    };
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/ferrite.service"
+    ))
+    .unwrap();
+    for directive in [
+        "Type=notify",
+        "DynamicUser=yes",
+        "StateDirectory=ferrite",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "Restart=on-failure",
+    ] {
+        assert!(
+            unit.lines().any(|l| l.trim() == directive),
+            "the unit lacks {directive}"
+        );
+    }
+    // Verified with ExecStart pointing at the binary this test built.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferrite.service");
+    let binary = workspace_binary("ferrite");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/ferrite", binary.to_str().unwrap()),
+    )
+    .unwrap();
+    let verify = std::process::Command::new(&analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let security = std::process::Command::new(&analyze)
+        // The threshold counts tenths: 20 is an exposure of 2.0 ("OK").
+        .args(["security", "--offline=true", "--threshold=20"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        security.status.success(),
+        "exposure above 2.0:\n{}",
+        String::from_utf8_lossy(&security.stdout)
+    );
+}
+
+/// A program on PATH.
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(program))
+                .find(|p| p.is_file())
+        })
+        .ok_or(())
+}
