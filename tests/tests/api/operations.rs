@@ -438,7 +438,7 @@ fn the_systemd_unit_verifies() {
     .unwrap();
     for directive in [
         "Type=notify",
-        "DynamicUser=yes",
+        "User=ferrite",
         "StateDirectory=ferrite",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
