@@ -73,6 +73,13 @@ pub enum Command {
     Migrate,
     /// Print the GraphQL schema (SDL) and exit.
     Schema,
+    /// Write a consistent copy of the database to FILE while the server
+    /// runs (a SQLite file, checked after writing). Default FILE:
+    /// <data_dir>/backups/ferrite-<UTC time>.db
+    Backup {
+        /// Where to write it; must not exist.
+        file: Option<PathBuf>,
+    },
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -226,6 +233,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             print!("{}", graphql::sdl());
             Ok(())
         }
+        Command::Backup { file } => backup(file, &config).await,
         Command::User { command } => user(command, &config).await,
         Command::Apikey { command } => apikey(command, &config).await,
     }
@@ -382,6 +390,63 @@ async fn user(command: UserCommand, config: &Config) -> anyhow::Result<()> {
         }
     }
     store.close().await;
+    Ok(())
+}
+
+async fn backup(file: Option<PathBuf>, config: &Config) -> anyhow::Result<()> {
+    let file = match file {
+        Some(file) => file,
+        None => {
+            let dir = config.data_dir.join("backups");
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            dir.join(format!(
+                "ferrite-{}.db",
+                chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+            ))
+        }
+    };
+    if file.exists() {
+        bail!(
+            "{} exists; give a new file name (a backup never overwrites)",
+            file.display()
+        );
+    }
+    // Written under a temporary name, renamed once checked: a file with
+    // the final name is always a whole, verified backup.
+    let partial = file.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    let store = open_store(config).await?;
+    let started = std::time::Instant::now();
+    eprintln!("backing up to {} …", file.display());
+    let written = store.backup_into(&partial).await;
+    store.close().await;
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&partial);
+        bail!("the backup failed: {err}");
+    }
+    let summary = match crate::store::inspect_backup(&partial).await {
+        Ok(summary) => summary,
+        Err(err) => {
+            let _ = std::fs::remove_file(&partial);
+            bail!("the backup was written but does not check out, so it was removed: {err}");
+        }
+    };
+    std::fs::rename(&partial, &file)
+        .with_context(|| format!("cannot rename {} to {}", partial.display(), file.display()))?;
+    let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "backed up to {} ({:.1} MB in {:.1} s, checked): {} users, {} API keys, {} devices, {} events, {} commands; schema {}",
+        file.display(),
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64(),
+        summary.users,
+        summary.api_keys,
+        summary.devices,
+        summary.events,
+        summary.commands,
+        summary.schema
+    );
     Ok(())
 }
 

@@ -166,3 +166,21 @@ pub async fn ferrite_cli(database_url: &str, args: &[&str], stdin: &str) -> Stri
     );
     text
 }
+
+/// Runs a `ferrite` verb on `database_url` that must fail; returns what it
+/// printed on standard error.
+pub async fn ferrite_cli_fails(database_url: &str, args: &[&str]) -> String {
+    let data_dir = tempfile::tempdir().expect("a temp dir");
+    let output = Command::new(workspace_binary("ferrite"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .args(["--database-url", database_url])
+        .env("FERRITE_LOG", "warn")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("ferrite runs");
+    assert!(!output.status.success(), "ferrite {args:?} succeeded");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

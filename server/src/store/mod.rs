@@ -13,12 +13,14 @@
 //! - `users`, `api_keys`, `refresh_tokens`, `devices`, `events`, `commands`:
 //!   the queries of one table each, as methods on [`Store`].
 //! - `telemetry`: events summarised per time bucket.
+//! - `backup`: a consistent copy of the database in one SQLite file.
 //! - `revocations`: notes that a user's credentials changed, for every node's sockets.
 //! - `page`: keyset pagination shared by every list.
 
 pub mod entity;
 
 mod api_keys;
+mod backup;
 mod commands;
 mod devices;
 mod events;
@@ -40,6 +42,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+pub use backup::{BackupError, BackupSummary, inspect_backup};
 pub use commands::CommandFilter;
 pub use commands::NewCommand;
 pub use devices::{

@@ -491,3 +491,85 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
         })
         .ok_or(())
 }
+
+/// `ferrite backup` beside a running server under a steady publisher: the
+/// file holds every event committed before it started, checks out, and
+/// publishing never stopped. A damaged or foreign file does not check out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_under_load_holds_everything_committed_before_it() {
+    use ferrite_server::store::{BackupError, inspect_backup};
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.admin_token().await;
+    let device = app.register_device(&token, "busy").await;
+    let publisher = app.spawn_publisher(&token, &device, 20_000, 100, |n| json!(n));
+    let committed_before = eventually("some events", Duration::from_secs(60), || async {
+        let n = app.event_count(&token).await;
+        (n >= 2_000).then_some(n)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nightly.db");
+    let out = ferrite_e2e::process::ferrite_cli(
+        &app.database_url,
+        &["backup", file.to_str().unwrap()],
+        "",
+    )
+    .await;
+    assert!(out.contains("checked"), "{out}");
+    publisher
+        .await
+        .expect("publishing went on through the backup");
+    assert_eq!(app.event_count(&token).await, 20_000);
+
+    let summary = inspect_backup(&file).await.unwrap();
+    assert!(
+        summary.events as u64 >= committed_before && summary.events <= 20_000,
+        "{} events in the backup, {committed_before} committed before it",
+        summary.events
+    );
+    assert_eq!((summary.users, summary.devices), (1, 1));
+    // A backup never overwrites.
+    let refused = ferrite_e2e::process::ferrite_cli_fails(
+        &app.database_url,
+        &["backup", file.to_str().unwrap()],
+    )
+    .await;
+    assert!(refused.contains("exists"), "{refused}");
+
+    // Cut short, or not Ferrite's: refused, with the reason.
+    let bytes = std::fs::read(&file).unwrap();
+    let truncated = dir.path().join("truncated.db");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let foreign = dir.path().join("foreign.db");
+    std::fs::write(&foreign, b"SQLite format 3\0 but not really").unwrap();
+    let other = dir.path().join("other.db");
+    {
+        let db = sea_orm::Database::connect(format!("sqlite://{}?mode=rwc", other.display()))
+            .await
+            .unwrap();
+        use sea_orm::ConnectionTrait;
+        db.execute_unprepared("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+            .await
+            .unwrap();
+        db.close().await.unwrap();
+    }
+    for (path, expected) in [
+        (&truncated, "damaged|not a readable"),
+        (&foreign, "damaged|not a readable"),
+        (&other, "not a Ferrite backup"),
+    ] {
+        let err = inspect_backup(path).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BackupError::Damaged(..) | BackupError::Unreadable(..) | BackupError::Foreign(..)
+            ),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            expected.split('|').any(|e| text.contains(e)),
+            "{path:?}: {text}"
+        );
+    }
+}

@@ -6,7 +6,7 @@
 
 use ferrite_e2e::{
     ADMIN_PASSWORD, Backend, MEMBER_PASSWORD, TestApp, on_both_backends,
-    process::ferrite_cli,
+    process::{ferrite_cli, ferrite_cli_fails},
     ws::{
         Op, RawSocket, close_code, next_item, next_json, send_json, until_device_changes_are_live,
     },
@@ -355,19 +355,4 @@ async fn the_cli_revokes_on_a_running_server(backend: Backend) {
         )
         .await;
     assert_eq!(gone.error_code(), "NOT_FOUND");
-}
-
-/// Runs a `ferrite` verb that must fail; returns what it printed.
-async fn ferrite_cli_fails(database_url: &str, args: &[&str]) -> String {
-    let data_dir = tempfile::tempdir().unwrap();
-    let output = tokio::process::Command::new(ferrite_e2e::process::workspace_binary("ferrite"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir.path())
-        .args(["--database-url", database_url])
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success(), "ferrite {args:?} succeeded");
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
