@@ -9,7 +9,7 @@
 use std::{
     io::{BufRead, IsTerminal},
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, bail};
@@ -79,6 +79,15 @@ pub enum Command {
     Backup {
         /// Where to write it; must not exist.
         file: Option<PathBuf>,
+    },
+    /// Replace the database with a backup (refused while a server runs).
+    /// Checks the file first; on SQLite the database it replaces is kept
+    /// beside it, on PostgreSQL it is replaced in one transaction. A
+    /// SQLite backup restored with --database-url postgres://… moves a
+    /// installation to PostgreSQL.
+    Restore {
+        /// A file written by `ferrite backup`.
+        file: PathBuf,
     },
     /// Manage users.
     User {
@@ -234,6 +243,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Backup { file } => backup(file, &config).await,
+        Command::Restore { file } => restore(&file, &config).await,
         Command::User { command } => user(command, &config).await,
         Command::Apikey { command } => apikey(command, &config).await,
     }
@@ -448,6 +458,151 @@ async fn backup(file: Option<PathBuf>, config: &Config) -> anyhow::Result<()> {
         summary.schema
     );
     Ok(())
+}
+
+async fn restore(file: &Path, config: &Config) -> anyhow::Result<()> {
+    use crate::store::inspect_backup;
+    // Not under a server on this data directory or database file
+    // (PostgreSQL: on any node, checked below).
+    let _lock = crate::lock_data_dir(config)?;
+    let summary = inspect_backup(file).await?;
+    eprintln!(
+        "{} checks out: {} users, {} devices, {} events; schema {}",
+        file.display(),
+        summary.users,
+        summary.devices,
+        summary.events,
+        summary.schema
+    );
+    let started = std::time::Instant::now();
+    let kept = if config.uses_sqlite() {
+        restore_sqlite_file(file, config).await?
+    } else {
+        restore_into_postgres(file, config).await?;
+        None
+    };
+    // What is there now is what the backup held.
+    let store = open_store(config).await?;
+    let events = store.count_events(Scope::All, &Default::default()).await?;
+    let users = store.count_users().await?;
+    store.close().await;
+    if events != summary.events as u64 || users != summary.users as u64 {
+        bail!(
+            "the restored database holds {users} users and {events} events, not what the backup holds; look at it before starting a server"
+        );
+    }
+    println!(
+        "restored {} in {:.1} s: {} users, {} devices, {} events",
+        file.display(),
+        started.elapsed().as_secs_f64(),
+        summary.users,
+        summary.devices,
+        summary.events
+    );
+    if let Some(kept) = kept {
+        println!("the database it replaced is kept as {}", kept.display());
+    }
+    Ok(())
+}
+
+/// SQLite: the backup file becomes the database (migrated forward if it is
+/// older); the files it replaces are moved aside first, and back if
+/// anything fails. Returns where they were kept.
+async fn restore_sqlite_file(file: &Path, config: &Config) -> anyhow::Result<Option<PathBuf>> {
+    let target = config
+        .sqlite_path()
+        .context("the database URL names no SQLite file")?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let aside = |suffix: &str| {
+        PathBuf::from(format!(
+            "{}{suffix}.before-restore-{stamp}",
+            target.display()
+        ))
+    };
+    let mut moved = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = PathBuf::from(format!("{}{suffix}", target.display()));
+        if path.exists() {
+            std::fs::rename(&path, aside(suffix))
+                .with_context(|| format!("cannot move {} aside", path.display()))?;
+            moved.push((path, aside(suffix)));
+        }
+    }
+    let put_back = |moved: &[(PathBuf, PathBuf)]| {
+        let _ = std::fs::remove_file(&target);
+        for (path, aside) in moved {
+            let _ = std::fs::rename(aside, path);
+        }
+    };
+    let copied = (|| {
+        let partial = target.with_extension("restoring");
+        std::fs::copy(file, &partial)?;
+        std::fs::File::open(&partial)?.sync_all()?;
+        std::fs::rename(&partial, &target)
+    })();
+    if let Err(err) = copied {
+        put_back(&moved);
+        bail!(
+            "cannot copy {} to {}: {err}; nothing was changed",
+            file.display(),
+            target.display()
+        );
+    }
+    // Opening migrates an older backup forward.
+    match open_store(config).await {
+        Ok(store) => store.close().await,
+        Err(err) => {
+            put_back(&moved);
+            bail!("the restored database does not open ({err}); the previous one is back in place");
+        }
+    }
+    Ok(moved.first().map(|(_, aside)| aside.clone()))
+}
+
+/// PostgreSQL: refused while any node runs on the database; the backup is
+/// brought to this version's schema in a temporary copy, then its rows
+/// replace the database's in one transaction.
+async fn restore_into_postgres(file: &Path, config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let live = store.live_nodes(chrono::Duration::seconds(60)).await?;
+    if live > 0 {
+        store.close().await;
+        bail!("{live} server node(s) ran on this database within the last minute; stop them first");
+    }
+    // A scratch copy in the data directory, removed when done.
+    let copy = config
+        .data_dir
+        .join(format!("restore-{}.db", std::process::id()));
+    let _scratch = RemoveOnDrop(copy.clone());
+    std::fs::copy(file, &copy).with_context(|| format!("cannot copy {}", file.display()))?;
+    let migrated =
+        crate::store::Store::connect(&format!("sqlite://{}", copy.display()), &Default::default())
+            .await?;
+    migrated.migrate().await?;
+    migrated.close().await;
+    let last = std::sync::Mutex::new(std::time::Instant::now());
+    let progress = |table: &str, rows: u64| {
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() >= std::time::Duration::from_secs(1) {
+            eprintln!("  {table}: {rows} rows");
+            *last = std::time::Instant::now();
+        }
+    };
+    let result = store.restore_rows_from(&copy, &progress).await;
+    store.close().await;
+    result.context("the restore failed; the database is as it was")?;
+    Ok(())
+}
+
+/// Removes a scratch file (and SQLite's companions) when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
 }
 
 async fn user_named(store: &Store, username: &str) -> anyhow::Result<user::Model> {

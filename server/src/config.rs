@@ -551,6 +551,14 @@ impl Config {
     }
 
     /// Whether the database is the embedded SQLite one.
+    /// The SQLite database file, when the database is SQLite.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let url = self.effective_database_url();
+        let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        (!path.is_empty()).then(|| PathBuf::from(path))
+    }
+
     /// The TLS files, when HTTPS is on.
     pub fn tls_files(&self) -> Option<crate::http::tls::TlsFiles> {
         Some(crate::http::tls::TlsFiles {

@@ -120,16 +120,33 @@ pub struct Server {
     /// On PostgreSQL: the fan-out between nodes, started by `run`.
     relay: Option<bus::postgres::Relay>,
     /// Held until the server has stopped: one server per data directory.
-    data_dir_lock: lock::DataDirLock,
+    data_dir_lock: Vec<lock::DataDirLock>,
     /// HTTPS and WSS, when `tls_cert` and `tls_key` are set.
     tls: Option<http::tls::Tls>,
 }
 
 /// Creates the data directory if needed and takes its lock: a second
-/// server (or `ferrite migrate`) on the same directory is refused.
-pub fn lock_data_dir(config: &Config) -> Result<lock::DataDirLock, StartError> {
+/// server (or `ferrite migrate`, `ferrite restore`) on the same directory
+/// is refused. A SQLite database kept outside the data directory has its
+/// directory locked too, so no two servers share one database file
+/// whatever data directories they were given.
+pub fn lock_data_dir(config: &Config) -> Result<Vec<lock::DataDirLock>, StartError> {
     create_private_dir(&config.data_dir)?;
-    Ok(lock::DataDirLock::acquire(&config.data_dir)?)
+    let mut locks = vec![lock::DataDirLock::acquire(&config.data_dir)?];
+    let database_dir = config
+        .sqlite_path()
+        .and_then(|path| path.parent().map(Path::to_owned))
+        .filter(|dir| dir.is_dir());
+    if let Some(dir) = database_dir {
+        let same = match (dir.canonicalize(), config.data_dir.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if !same {
+            locks.push(lock::DataDirLock::acquire(&dir)?);
+        }
+    }
+    Ok(locks)
 }
 
 /// Opens and migrates the database the configuration names, creating the

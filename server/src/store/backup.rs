@@ -128,3 +128,165 @@ pub async fn inspect_backup(path: &Path) -> Result<BackupSummary, BackupError> {
         commands: counts[4],
     })
 }
+
+impl Store {
+    /// Nodes that heartbeat within the last `within` (a server running on
+    /// this database).
+    pub async fn live_nodes(&self, within: chrono::Duration) -> Result<usize, StoreError> {
+        use super::entity::node;
+        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+        Ok(node::Entity::find()
+            .filter(node::Column::HeartbeatAt.gte(super::now() - within))
+            .count(&self.db)
+            .await? as usize)
+    }
+}
+
+/// Rows copied per statement while restoring.
+const RESTORE_CHUNK: u64 = 1_000;
+
+impl Store {
+    /// Replaces everything this (PostgreSQL) database holds with the rows
+    /// of the backup at `source`, which must be at this binary's schema,
+    /// in one transaction: a failure leaves the database as it was. Ids
+    /// are kept, so event cursors (`after`) mean the same afterwards, and
+    /// the id sequences continue after the highest. `progress` hears
+    /// (table, rows copied so far) after each chunk.
+    pub async fn restore_rows_from(
+        &self,
+        source: &Path,
+        progress: &(dyn Fn(&str, u64) + Sync),
+    ) -> Result<(), StoreError> {
+        use super::entity::{
+            api_key, command, device, device_status_change, device_tombstone, node, refresh_token,
+            setting, user,
+        };
+        let url = format!("sqlite://{}?mode=ro", source.display());
+        let src = Database::connect(&url).await?;
+        let tx = self.begin_write().await?;
+        tx.execute_unprepared(
+            "TRUNCATE users, refresh_tokens, api_keys, devices, events, commands, \
+             device_status_changes, device_tombstones, settings, nodes, revocations",
+        )
+        .await?;
+        // Parents before children (foreign keys).
+        copy_rows::<user::Entity>(&src, &tx, user::Column::Id, "users", progress).await?;
+        copy_rows::<refresh_token::Entity>(
+            &src,
+            &tx,
+            refresh_token::Column::Id,
+            "refresh_tokens",
+            progress,
+        )
+        .await?;
+        copy_rows::<api_key::Entity>(&src, &tx, api_key::Column::Id, "api_keys", progress).await?;
+        copy_rows::<device::Entity>(&src, &tx, device::Column::Id, "devices", progress).await?;
+        copy_events(&src, &tx, progress).await?;
+        copy_rows::<command::Entity>(&src, &tx, command::Column::Id, "commands", progress).await?;
+        copy_rows::<device_status_change::Entity>(
+            &src,
+            &tx,
+            device_status_change::Column::Id,
+            "device_status_changes",
+            progress,
+        )
+        .await?;
+        copy_rows::<device_tombstone::Entity>(
+            &src,
+            &tx,
+            device_tombstone::Column::Id,
+            "device_tombstones",
+            progress,
+        )
+        .await?;
+        copy_rows::<setting::Entity>(&src, &tx, setting::Column::Key, "settings", progress).await?;
+        copy_rows::<node::Entity>(&src, &tx, node::Column::Id, "nodes", progress).await?;
+        for table in [
+            "events",
+            "device_status_changes",
+            "device_tombstones",
+            "revocations",
+        ] {
+            // The next id is one above the highest restored.
+            tx.execute_unprepared(&format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
+                 GREATEST(COALESCE(MAX(id), 0), 1), MAX(id) IS NOT NULL) FROM {table}"
+            ))
+            .await?;
+        }
+        tx.commit().await?;
+        src.close().await.ok();
+        Ok(())
+    }
+}
+
+/// Copies a table's rows in pages ordered by `order` (small tables).
+async fn copy_rows<E>(
+    src: &sea_orm::DatabaseConnection,
+    dst: &sea_orm::DatabaseTransaction,
+    order: E::Column,
+    table: &str,
+    progress: &(dyn Fn(&str, u64) + Sync),
+) -> Result<u64, StoreError>
+where
+    E: sea_orm::EntityTrait,
+    E::Model: sea_orm::IntoActiveModel<E::ActiveModel>,
+    E::ActiveModel: sea_orm::ActiveModelTrait<Entity = E> + Send,
+{
+    use sea_orm::{ActiveModelTrait, IntoActiveModel, QueryOrder, QuerySelect};
+    let mut copied = 0;
+    loop {
+        let rows = E::find()
+            .order_by_asc(order)
+            .offset(copied)
+            .limit(RESTORE_CHUNK)
+            .all(src)
+            .await?;
+        if rows.is_empty() {
+            break;
+        }
+        copied += rows.len() as u64;
+        E::insert_many(
+            rows.into_iter()
+                .map(|row| row.into_active_model().reset_all()),
+        )
+        .exec_without_returning(dst)
+        .await?;
+        progress(table, copied);
+    }
+    Ok(copied)
+}
+
+/// Copies the events by id (keyset pages: a million events is a thousand
+/// cheap reads, not a thousand ever longer skips).
+async fn copy_events(
+    src: &sea_orm::DatabaseConnection,
+    dst: &sea_orm::DatabaseTransaction,
+    progress: &(dyn Fn(&str, u64) + Sync),
+) -> Result<u64, StoreError> {
+    use super::entity::event;
+    use sea_orm::{
+        ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+        QuerySelect,
+    };
+    let (mut after, mut copied) = (i64::MIN, 0u64);
+    loop {
+        let rows = event::Entity::find()
+            .filter(event::Column::Id.gt(after))
+            .order_by_asc(event::Column::Id)
+            .limit(RESTORE_CHUNK)
+            .all(src)
+            .await?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        copied += rows.len() as u64;
+        event::Entity::insert_many(
+            rows.into_iter()
+                .map(|row| row.into_active_model().reset_all()),
+        )
+        .exec_without_returning(dst)
+        .await?;
+        progress("events", copied);
+    }
+    Ok(copied)
+}

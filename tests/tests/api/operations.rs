@@ -573,3 +573,213 @@ async fn a_backup_taken_under_load_holds_everything_committed_before_it() {
         );
     }
 }
+
+/// What a client sees of the whole installation, for comparing two: the
+/// accounts, devices and commands, then every event page by page (cursors
+/// included).
+async fn everything(addr: SocketAddr, token: &str) -> Vec<Value> {
+    const ACCOUNTS: &str = r#"{
+      users { id username role createdAt disabledAt }
+      apiKeys { id name prefix permission ownerId createdAt revokedAt }
+      devices(first: 10) { totalCount edges { cursor node { id externalId name status attributes
+        statusHistory(first: 10) { status at } } } }
+      commands(first: 10) { totalCount nodes { id deviceId service payload status result } }
+    }"#;
+    const EVENTS: &str = "query($after: String) { events(first: 500, after: $after) { totalCount \
+      edges { cursor node { id deviceId service payload occurredAt receivedAt } } pageInfo { hasNextPage endCursor } } }";
+    let mut pages = vec![gql_at(addr, Some(token), ACCOUNTS, json!({})).await];
+    let mut after = Value::Null;
+    loop {
+        let page = gql_at(addr, Some(token), EVENTS, json!({"after": after})).await;
+        after = page["events"]["pageInfo"]["endCursor"].clone();
+        let more = page["events"]["pageInfo"]["hasNextPage"] == true;
+        pages.push(page);
+        if !more {
+            return pages;
+        }
+    }
+}
+
+async fn gql_at(addr: SocketAddr, token: Option<&str>, query: &str, variables: Value) -> Value {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .json(&json!({"query": query, "variables": variables}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let answer: Value = request.send().await.unwrap().json().await.unwrap();
+    assert!(answer.get("errors").is_none(), "{answer}");
+    answer["data"].clone()
+}
+
+async fn admin_at(addr: SocketAddr) -> String {
+    let login = gql_at(
+        addr,
+        None,
+        "mutation($p: String!) { login(username: \"admin\", password: $p) { accessToken } }",
+        json!({"p": ferrite_e2e::ADMIN_PASSWORD}),
+    )
+    .await;
+    login["login"]["accessToken"].as_str().unwrap().to_owned()
+}
+
+/// A SQLite installation with a row in every table, backed up, restored
+/// into PostgreSQL (the move) and into a new SQLite directory: both answer
+/// every query as the original did, cursors included, and a subscriber
+/// resuming with `after` on the new backend misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_into_postgres_and_sqlite_with_every_row_and_cursor() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin = app.admin_token().await;
+    let alice = app.create_member("alice").await;
+    let key = app.create_api_key(&alice, "WRITE").await;
+    app.create_api_key(&admin, "READ").await;
+    let device = app.register_device(&key, "thermo").await;
+    let gone = app.register_device(&key, "gone").await;
+    app.gql(
+        Some(&key),
+        "mutation($id: ID!) { deleteDevice(id: $id) }",
+        json!({"id": gone}),
+    )
+    .await
+    .data();
+    for n in [0, 500, 1000] {
+        app.publish(&key, &device, "n", json!(n)).await;
+    }
+    app.spawn_publisher(&key, &device, 1_200, 100, |n| json!({"n": n}))
+        .await
+        .unwrap();
+    let sent = app
+        .gql(
+            Some(&admin),
+            "mutation($i: SendCommandInput!) { sendCommand(input: $i) { id } }",
+            json!({"i": {"deviceId": device, "service": "set", "payload": {"on": true}}}),
+        )
+        .await;
+    assert!(sent.data()["sendCommand"]["id"].is_string());
+    let original = everything(app.addr, &admin).await;
+    assert_eq!(original[1]["events"]["totalCount"], 1_203);
+    assert_eq!(original.len(), 4, "three pages of events");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("move.db");
+    ferrite_e2e::process::ferrite_cli(&app.database_url, &["backup", file.to_str().unwrap()], "")
+        .await;
+    app.stop().await;
+
+    // Into PostgreSQL, and into a fresh SQLite data directory.
+    let postgres = ferrite_e2e::fresh_postgres_database().await;
+    let out =
+        ferrite_e2e::process::ferrite_cli(&postgres, &["restore", file.to_str().unwrap()], "")
+            .await;
+    assert!(
+        out.contains("restored") && out.contains("1203 events"),
+        "{out}"
+    );
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let sqlite = format!(
+        "sqlite://{}",
+        sqlite_dir.path().join("ferrite.db").display()
+    );
+    let out =
+        ferrite_e2e::process::ferrite_cli(&sqlite, &["restore", file.to_str().unwrap()], "").await;
+    assert!(out.contains("1203 events"), "{out}");
+
+    for url in [&postgres, &sqlite] {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut server =
+            ServerProcess::start_with(free_loopback_addr(), data_dir.path(), Some(url), &[]).await;
+        let token = admin_at(server.addr).await;
+        let restored = everything(server.addr, &token).await;
+        assert_eq!(restored, original, "{url}");
+        // Resuming after the 103rd newest event: the 102 after it, then a
+        // new one with a higher id than any restored.
+        let after = original[1]["events"]["edges"][102]["node"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let ws_app_token = token.clone();
+        let mut socket = raw_socket_at(server.addr, &ws_app_token).await;
+        send_json(
+            &mut socket,
+            json!({"type": "subscribe", "id": "e", "payload": {"query": "subscription($a: ID) { events(after: $a) { id } }", "variables": {"a": after}}}),
+        )
+        .await;
+        let mut ids = Vec::new();
+        for _ in 0..102 {
+            ids.push(
+                next_event(&mut socket).await["id"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<i64>()
+                    .unwrap(),
+            );
+        }
+        let newest = original[1]["events"]["edges"][0]["node"]["id"]
+            .as_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap();
+        assert_eq!(ids.first().copied(), Some(newest - 101), "{url}");
+        assert_eq!(ids.last().copied(), Some(newest), "{url}");
+        let published = gql_at(
+            server.addr,
+            Some(&token),
+            "mutation($i: EventInput!) { publishEvent(input: $i) { id } }",
+            json!({"i": {"deviceId": device, "service": "after-restore", "payload": 1}}),
+        )
+        .await;
+        let new_id = published["publishEvent"]["id"]
+            .as_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap();
+        assert!(new_id > newest, "{url}: {new_id} after {newest}");
+        assert_eq!(next_event(&mut socket).await["id"], new_id.to_string());
+        if url == &sqlite {
+            // Not under a running server, even named by its database URL.
+            let refused =
+                ferrite_e2e::process::ferrite_cli_fails(url, &["restore", file.to_str().unwrap()])
+                    .await;
+            assert!(refused.contains("already served by PID"), "{refused}");
+        }
+        assert_eq!(terminate(&mut server.child).await, Some(0));
+    }
+
+    // A damaged file is refused before anything changes.
+    let database = sqlite_dir.path().join("ferrite.db");
+    let before = std::fs::read(&database).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    let truncated = dir.path().join("truncated.db");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let refused =
+        ferrite_e2e::process::ferrite_cli_fails(&sqlite, &["restore", truncated.to_str().unwrap()])
+            .await;
+    assert!(
+        refused.contains("damaged") || refused.contains("not a readable"),
+        "{refused}"
+    );
+    assert!(
+        std::fs::read(&database).unwrap() == before,
+        "the database changed"
+    );
+}
+
+async fn raw_socket_at(addr: SocketAddr, token: &str) -> RawSocket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/graphql")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    send_json(
+        &mut socket,
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    socket
+}
