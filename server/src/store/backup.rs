@@ -5,7 +5,10 @@
 //! backend: it can be opened with any SQLite tool, and it is what a restore
 //! reads. On SQLite it is written by `VACUUM INTO`, which reads one
 //! snapshot (a read transaction: writers carry on in the write-ahead log)
-//! and writes a compact copy. Every backup is checked after it is written
+//! and writes a compact copy; on PostgreSQL every row is read in one
+//! `REPEATABLE READ` transaction and written to a new SQLite file with the
+//! same schema. Restoring copies rows the other way (`restore_rows_from`)
+//! or, on SQLite, puts the file in place. Every backup is checked after it is written
 //! ([`inspect_backup`]): SQLite's integrity check, and that it holds a
 //! schema this binary knows.
 
@@ -57,10 +60,41 @@ impl Store {
                     .await?;
                 Ok(())
             }
-            _ => Err(StoreError::Conflict(
-                "`ferrite backup` of a PostgreSQL database is not built yet; use pg_dump meanwhile",
-            )),
+            _ => self.backup_rows_into(path).await,
         }
+    }
+
+    /// PostgreSQL: every row, read in one `REPEATABLE READ` transaction (a
+    /// single snapshot while writers carry on), written to a new SQLite
+    /// file with this version's schema.
+    async fn backup_rows_into(&self, path: &Path) -> Result<(), StoreError> {
+        use sea_orm::{AccessMode, IsolationLevel, TransactionTrait};
+        let file =
+            Store::connect(&format!("sqlite://{}", path.display()), &Default::default()).await?;
+        file.migrate().await?;
+        let snapshot = self
+            .db
+            .begin_with_config(
+                Some(IsolationLevel::RepeatableRead),
+                Some(AccessMode::ReadOnly),
+            )
+            .await?;
+        let dst = file.begin_write().await?;
+        let quiet = |_: &str, _: u64| {};
+        copy_all(&snapshot, &dst, &quiet).await?;
+        dst.commit().await?;
+        snapshot.commit().await?;
+        file.db
+            .execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)")
+            .await?;
+        file.close().await;
+        // One file: the backup is not left in write-ahead-log mode.
+        let plain = Database::connect(format!("sqlite://{}", path.display())).await?;
+        plain
+            .execute_unprepared("PRAGMA journal_mode = DELETE")
+            .await?;
+        plain.close().await.ok();
+        Ok(())
     }
 }
 
@@ -220,10 +254,55 @@ impl Store {
     }
 }
 
+/// Copies every table that makes an installation (not `revocations`: notes
+/// for running nodes), parents before children (foreign keys).
+async fn copy_all(
+    src: &impl ConnectionTrait,
+    dst: &impl ConnectionTrait,
+    progress: &(dyn Fn(&str, u64) + Sync),
+) -> Result<(), StoreError> {
+    use super::entity::{
+        api_key, command, device, device_status_change, device_tombstone, node, refresh_token,
+        setting, user,
+    };
+    copy_rows::<user::Entity>(src, dst, user::Column::Id, "users", progress).await?;
+    copy_rows::<refresh_token::Entity>(
+        src,
+        dst,
+        refresh_token::Column::Id,
+        "refresh_tokens",
+        progress,
+    )
+    .await?;
+    copy_rows::<api_key::Entity>(src, dst, api_key::Column::Id, "api_keys", progress).await?;
+    copy_rows::<device::Entity>(src, dst, device::Column::Id, "devices", progress).await?;
+    copy_events(src, dst, progress).await?;
+    copy_rows::<command::Entity>(src, dst, command::Column::Id, "commands", progress).await?;
+    copy_rows::<device_status_change::Entity>(
+        src,
+        dst,
+        device_status_change::Column::Id,
+        "device_status_changes",
+        progress,
+    )
+    .await?;
+    copy_rows::<device_tombstone::Entity>(
+        src,
+        dst,
+        device_tombstone::Column::Id,
+        "device_tombstones",
+        progress,
+    )
+    .await?;
+    copy_rows::<setting::Entity>(src, dst, setting::Column::Key, "settings", progress).await?;
+    copy_rows::<node::Entity>(src, dst, node::Column::Id, "nodes", progress).await?;
+    Ok(())
+}
+
 /// Copies a table's rows in pages ordered by `order` (small tables).
 async fn copy_rows<E>(
-    src: &sea_orm::DatabaseConnection,
-    dst: &sea_orm::DatabaseTransaction,
+    src: &impl ConnectionTrait,
+    dst: &impl ConnectionTrait,
     order: E::Column,
     table: &str,
     progress: &(dyn Fn(&str, u64) + Sync),
@@ -260,8 +339,8 @@ where
 /// Copies the events by id (keyset pages: a million events is a thousand
 /// cheap reads, not a thousand ever longer skips).
 async fn copy_events(
-    src: &sea_orm::DatabaseConnection,
-    dst: &sea_orm::DatabaseTransaction,
+    src: &impl ConnectionTrait,
+    dst: &impl ConnectionTrait,
     progress: &(dyn Fn(&str, u64) + Sync),
 ) -> Result<u64, StoreError> {
     use super::entity::event;

@@ -6,11 +6,13 @@ use std::{net::SocketAddr, path::Path, process::Output, sync::Arc, time::Duratio
 
 use ferrite_connector::{Connector, ConnectorOptions, DeviceSpec, DeviceStatus};
 use ferrite_e2e::{
-    Backend, JWT_SECRET, TestApp, eventually,
+    Backend, JWT_SECRET, TestApp, eventually, on_both_backends,
     process::{ServerProcess, free_loopback_addr, kill_hard, terminate, workspace_binary},
     ws::{RawSocket, next_json, send_json},
 };
 use serde_json::{Value, json};
+
+on_both_backends!(a_backup_taken_under_load_holds_everything_committed_before_it);
 
 /// Runs `ferrite ARGS --data-dir DIR` to its end.
 async fn ferrite(args: &[&str], data_dir: &Path) -> Output {
@@ -495,10 +497,9 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
 /// `ferrite backup` beside a running server under a steady publisher: the
 /// file holds every event committed before it started, checks out, and
 /// publishing never stopped. A damaged or foreign file does not check out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backup_taken_under_load_holds_everything_committed_before_it() {
+async fn a_backup_taken_under_load_holds_everything_committed_before_it(backend: Backend) {
     use ferrite_server::store::{BackupError, inspect_backup};
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let app = TestApp::spawn(backend).await;
     let token = app.admin_token().await;
     let device = app.register_device(&token, "busy").await;
     let publisher = app.spawn_publisher(&token, &device, 20_000, 100, |n| json!(n));
@@ -624,7 +625,8 @@ async fn admin_at(addr: SocketAddr) -> String {
 }
 
 /// A SQLite installation with a row in every table, backed up, restored
-/// into PostgreSQL (the move) and into a new SQLite directory: both answer
+/// into PostgreSQL (the move) and into a new SQLite directory, and the
+/// PostgreSQL one backed up and restored into SQLite again: all answer
 /// every query as the original did, cursors included, and a subscriber
 /// resuming with `after` on the new backend misses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -685,7 +687,21 @@ async fn a_backup_restores_into_postgres_and_sqlite_with_every_row_and_cursor() 
         ferrite_e2e::process::ferrite_cli(&sqlite, &["restore", file.to_str().unwrap()], "").await;
     assert!(out.contains("1203 events"), "{out}");
 
-    for url in [&postgres, &sqlite] {
+    // And back: a backup of the PostgreSQL database, restored into SQLite.
+    let from_postgres = dir.path().join("from-postgres.db");
+    let out = ferrite_e2e::process::ferrite_cli(
+        &postgres,
+        &["backup", from_postgres.to_str().unwrap()],
+        "",
+    )
+    .await;
+    assert!(out.contains("1203 events"), "{out}");
+    let back_dir = tempfile::tempdir().unwrap();
+    let back = format!("sqlite://{}", back_dir.path().join("ferrite.db").display());
+    ferrite_e2e::process::ferrite_cli(&back, &["restore", from_postgres.to_str().unwrap()], "")
+        .await;
+
+    for url in [&postgres, &sqlite, &back] {
         let data_dir = tempfile::tempdir().unwrap();
         let mut server =
             ServerProcess::start_with(free_loopback_addr(), data_dir.path(), Some(url), &[]).await;
