@@ -407,7 +407,7 @@ async fn backup(file: Option<PathBuf>, config: &Config) -> anyhow::Result<()> {
     let file = match file {
         Some(file) => file,
         None => {
-            let dir = config.data_dir.join("backups");
+            let dir = config.backup_dir();
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             dir.join(format!(
@@ -416,34 +416,12 @@ async fn backup(file: Option<PathBuf>, config: &Config) -> anyhow::Result<()> {
             ))
         }
     };
-    if file.exists() {
-        bail!(
-            "{} exists; give a new file name (a backup never overwrites)",
-            file.display()
-        );
-    }
-    // Written under a temporary name, renamed once checked: a file with
-    // the final name is always a whole, verified backup.
-    let partial = file.with_extension("partial");
-    let _ = std::fs::remove_file(&partial);
     let store = open_store(config).await?;
     let started = std::time::Instant::now();
     eprintln!("backing up to {} …", file.display());
-    let written = store.backup_into(&partial).await;
+    let written = crate::store::write_backup(&store, &file).await;
     store.close().await;
-    if let Err(err) = written {
-        let _ = std::fs::remove_file(&partial);
-        bail!("the backup failed: {err}");
-    }
-    let summary = match crate::store::inspect_backup(&partial).await {
-        Ok(summary) => summary,
-        Err(err) => {
-            let _ = std::fs::remove_file(&partial);
-            bail!("the backup was written but does not check out, so it was removed: {err}");
-        }
-    };
-    std::fs::rename(&partial, &file)
-        .with_context(|| format!("cannot rename {} to {}", partial.display(), file.display()))?;
+    let summary = written?;
     let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
     println!(
         "backed up to {} ({:.1} MB in {:.1} s, checked): {} users, {} API keys, {} devices, {} events, {} commands; schema {}",

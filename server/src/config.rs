@@ -84,6 +84,31 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub retention: RetentionConfig,
     pub metrics: MetricsConfig,
+    pub backup: BackupConfig,
+}
+
+/// Backups the running server takes by itself (`ferrite backup` files).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// How often, in seconds; 0 takes none. On PostgreSQL, set it on one
+    /// node only.
+    pub every_seconds: u64,
+    /// Where they go; default `<data_dir>/backups`.
+    pub dir: Option<PathBuf>,
+    /// How many of the newest scheduled backups to keep; older ones are
+    /// deleted after each new one.
+    pub keep: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            every_seconds: 0,
+            dir: None,
+            keep: 7,
+        }
+    }
 }
 
 /// HTTP connections: caps and timeouts that hold whatever clients do.
@@ -305,6 +330,7 @@ impl Default for Config {
             websocket: WebSocketConfig::default(),
             retention: RetentionConfig::default(),
             metrics: MetricsConfig::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -454,6 +480,11 @@ impl Config {
                 );
             }
         }
+        if self.backup.every_seconds > 0 && self.backup.keep == 0 {
+            return invalid(
+                "backup.keep must be at least 1 when backup.every_seconds is set".into(),
+            );
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert and tls_key go together: give both, or neither".into());
         }
@@ -551,6 +582,14 @@ impl Config {
     }
 
     /// Whether the database is the embedded SQLite one.
+    /// Where scheduled backups (and `ferrite backup` without a FILE) go.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("backups"))
+    }
+
     /// The SQLite database file, when the database is SQLite.
     pub fn sqlite_path(&self) -> Option<PathBuf> {
         let url = self.effective_database_url();

@@ -36,6 +36,8 @@ pub mod lock;
 pub mod metrics;
 /// Which devices are online, keyed by connector session.
 pub mod presence;
+/// Backups the running server takes on a schedule.
+pub mod scheduled_backup;
 /// SeaORM entities and every query.
 pub mod store;
 
@@ -282,6 +284,14 @@ impl Server {
             bus::revocations::spawn(state.store.clone(), state.bus.clone(), stop_rx.clone());
         let state_tls_files = state.config.tls_files();
         let tls_reloader = http::tls::spawn_reloader(tls.clone(), stop_rx.clone());
+        let backups = scheduled_backup::spawn(
+            state.store.clone(),
+            state.config.backup_dir(),
+            Duration::from_secs(state.config.backup.every_seconds),
+            state.config.backup.keep,
+            state.metrics.backups.clone(),
+            stop_rx.clone(),
+        );
         let relay =
             relay.map(|relay| relay.spawn(state.store.clone(), state.bus.clone(), stop_rx.clone()));
         let store = state.store.clone();
@@ -328,6 +338,10 @@ impl Server {
         let _ = heartbeat.await;
         let _ = revocations.await;
         let _ = tls_reloader.await;
+        if let Some(backups) = backups {
+            // A backup in progress finishes first: it is never left half-written.
+            let _ = backups.await;
+        }
         if let Some(relay) = relay {
             let _ = relay.await;
         }

@@ -86,6 +86,17 @@ struct StatusLabel {
     status: String,
 }
 
+/// Scheduled backups.
+#[derive(Clone, Debug, Default)]
+pub struct BackupMetrics {
+    /// Backups written and checked.
+    pub taken: Counter,
+    /// Backups that failed (logged with the reason).
+    pub failed: Counter,
+    /// When the last one succeeded (Unix seconds; 0: none yet).
+    pub last_success: Gauge,
+}
+
 /// Every metric of one server.
 pub struct Metrics {
     registry: Registry,
@@ -95,6 +106,7 @@ pub struct Metrics {
     /// Event subscribers that fell behind the live ring and caught up from
     /// the store.
     pub catch_ups: Counter,
+    pub backups: BackupMetrics,
     devices: Family<StatusLabel, Gauge>,
     resident_memory: Gauge,
 }
@@ -116,6 +128,7 @@ impl Metrics {
         let (ingest, sockets) = (IngestMetrics::default(), SocketMetrics::default());
         let logins = LoginMetrics::default();
         let catch_ups = Counter::default();
+        let backups = BackupMetrics::default();
         let devices = Family::<StatusLabel, Gauge>::default();
         let resident_memory = Gauge::default();
 
@@ -162,6 +175,22 @@ impl Metrics {
             catch_ups.clone(),
         );
         registry.register(
+            "backups",
+            "Scheduled backups written and checked",
+            backups.taken.clone(),
+        );
+        registry.register(
+            "backup_failures",
+            "Scheduled backups that failed (the log says why)",
+            backups.failed.clone(),
+        );
+        registry.register_with_unit(
+            "backup_last_success_timestamp",
+            "When the last scheduled backup succeeded (Unix time; 0: none yet)",
+            Unit::Seconds,
+            backups.last_success.clone(),
+        );
+        registry.register(
             "devices",
             "Devices by status (read from the database at each scrape)",
             devices.clone(),
@@ -183,6 +212,7 @@ impl Metrics {
             sockets,
             logins,
             catch_ups,
+            backups,
             devices,
             resident_memory,
         }

@@ -43,6 +43,10 @@ pub enum BackupError {
         "{0} has schema {1}, which this version of Ferrite does not know (a newer version made it)"
     )]
     Newer(String, String),
+    #[error("{0} exists; give a new file name (a backup never overwrites)")]
+    Exists(String),
+    #[error("cannot write {0}: {1}")]
+    Write(String, String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -96,6 +100,36 @@ impl Store {
         plain.close().await.ok();
         Ok(())
     }
+}
+
+/// Writes a checked backup to `file` (which must not exist): under a
+/// temporary name first, renamed once [`inspect_backup`] passes, so a file
+/// with the final name is always a whole, verified backup.
+pub async fn write_backup(store: &Store, file: &Path) -> Result<BackupSummary, BackupError> {
+    if file.exists() {
+        return Err(BackupError::Exists(file.display().to_string()));
+    }
+    let partial = file.with_extension("partial");
+    let remove = |path: &Path| {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    };
+    remove(&partial);
+    if let Err(err) = store.backup_into(&partial).await {
+        remove(&partial);
+        return Err(err.into());
+    }
+    let summary = match inspect_backup(&partial).await {
+        Ok(summary) => summary,
+        Err(err) => {
+            remove(&partial);
+            return Err(err);
+        }
+    };
+    std::fs::rename(&partial, file)
+        .map_err(|err| BackupError::Write(file.display().to_string(), err.to_string()))?;
+    Ok(summary)
 }
 
 /// Opens `path` read-only and checks that it is a whole Ferrite backup

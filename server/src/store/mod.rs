@@ -42,7 +42,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-pub use backup::{BackupError, BackupSummary, inspect_backup};
+pub use backup::{BackupError, BackupSummary, inspect_backup, write_backup};
 pub use commands::CommandFilter;
 pub use commands::NewCommand;
 pub use devices::{

@@ -799,3 +799,77 @@ async fn raw_socket_at(addr: SocketAddr, token: &str) -> RawSocket {
     assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
     socket
 }
+
+/// `[backup] every_seconds`: the server writes checked backups by itself,
+/// keeps the newest `keep`, and counts them (and failures) in /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_are_taken_pruned_and_counted() {
+    use ferrite_e2e::metric_sample;
+    let backups = tempfile::tempdir().unwrap();
+    let dir = backups.path().to_owned();
+    let app = TestApp::spawn_with(Backend::Sqlite, move |config| {
+        config.backup.every_seconds = 1;
+        config.backup.keep = 2;
+        config.backup.dir = Some(dir);
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let device = app.register_device(&admin, "scheduled").await;
+    app.publish(&admin, &device, "n", json!(1)).await;
+    let files = |dir: &Path| {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "db"))
+            .collect();
+        names.sort();
+        names
+    };
+    let taken = eventually(
+        "four scheduled backups",
+        Duration::from_secs(60),
+        || async {
+            let (_, text) = app.scrape_metrics(Some(&admin)).await;
+            metric_sample(&text, "ferrite_backups_total")
+                .filter(|n| *n >= 4.0)
+                .map(|_| text)
+        },
+    )
+    .await;
+    assert!(
+        metric_sample(&taken, "ferrite_backup_last_success_timestamp_seconds").unwrap() > 1.7e9
+    );
+    assert_eq!(
+        metric_sample(&taken, "ferrite_backup_failures_total"),
+        Some(0.0)
+    );
+    let kept = files(backups.path());
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    for file in kept {
+        let summary = ferrite_server::store::inspect_backup(&file).await.unwrap();
+        assert_eq!(summary.events, 1);
+    }
+    app.stop().await;
+
+    // A directory that cannot be written: failures are counted, the
+    // server runs on.
+    let blocked = tempfile::NamedTempFile::new().unwrap();
+    let path = blocked.path().join("backups");
+    let app = TestApp::spawn_with(Backend::Sqlite, move |config| {
+        config.backup.every_seconds = 1;
+        config.backup.dir = Some(path);
+    })
+    .await;
+    let admin = app.admin_token().await;
+    eventually("a counted failure", Duration::from_secs(60), || async {
+        let (_, text) = app.scrape_metrics(Some(&admin)).await;
+        metric_sample(&text, "ferrite_backup_failures_total").filter(|n| *n >= 1.0)
+    })
+    .await;
+    assert_eq!(
+        app.gql(Some(&admin), "{ me { permission } }", json!({}))
+            .await
+            .data()["me"]["permission"],
+        "ADMIN"
+    );
+}
