@@ -419,7 +419,31 @@ async fn backup(file: Option<PathBuf>, config: &Config) -> anyhow::Result<()> {
     let store = open_store(config).await?;
     let started = std::time::Instant::now();
     eprintln!("backing up to {} …", file.display());
+    // A progress line for large databases: what is written so far, against
+    // the size of the SQLite file being copied (PostgreSQL: unknown).
+    let source_bytes = config
+        .sqlite_path()
+        .and_then(|path| std::fs::metadata(path).ok())
+        .map(|m| m.len());
+    let partial = file.with_extension("partial");
+    let progress = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let written = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+            match source_bytes {
+                Some(total) => eprintln!(
+                    "  {:.0} MB of about {:.0} MB written",
+                    written as f64 / 1e6,
+                    total as f64 / 1e6
+                ),
+                None => eprintln!("  {:.0} MB written", written as f64 / 1e6),
+            }
+        }
+    });
     let written = crate::store::write_backup(&store, &file).await;
+    progress.abort();
     store.close().await;
     let summary = written?;
     let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
