@@ -752,13 +752,17 @@ async fn a_backup_restores_into_postgres_and_sqlite_with_every_row_and_cursor() 
             .unwrap();
         assert!(new_id > newest, "{url}: {new_id} after {newest}");
         assert_eq!(next_event(&mut socket).await["id"], new_id.to_string());
-        if url == &sqlite {
-            // Not under a running server, even named by its database URL.
-            let refused =
-                ferrite_e2e::process::ferrite_cli_fails(url, &["restore", file.to_str().unwrap()])
-                    .await;
-            assert!(refused.contains("already served by PID"), "{refused}");
-        }
+        // Not under a running server: on SQLite even named by its database
+        // URL alone; on PostgreSQL while any node heartbeats.
+        let refused =
+            ferrite_e2e::process::ferrite_cli_fails(url, &["restore", file.to_str().unwrap()])
+                .await;
+        let expected = if url == &postgres {
+            "stop them first"
+        } else {
+            "already served by PID"
+        };
+        assert!(refused.contains(expected), "{url}: {refused}");
         assert_eq!(terminate(&mut server.child).await, Some(0));
     }
 
