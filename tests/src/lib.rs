@@ -107,6 +107,20 @@ pub async fn fresh_postgres_database() -> String {
     format!("{base}/{name}")
 }
 
+/// A GraphQL request over HTTP to a server at `addr` (a child process, not
+/// a [`TestApp`]); panics on errors, returns `data`.
+pub async fn gql_at(addr: SocketAddr, token: Option<&str>, query: &str, variables: Value) -> Value {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .json(&json!({"query": query, "variables": variables}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let answer: Value = request.send().await.unwrap().json().await.unwrap();
+    assert!(answer.get("errors").is_none(), "{answer}");
+    answer["data"].clone()
+}
+
 /// A running server with a fresh database.
 pub struct TestApp {
     pub addr: SocketAddr,

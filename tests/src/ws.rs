@@ -120,18 +120,8 @@ impl TestApp {
     /// A raw graphql-transport-ws socket, initialised with `token` (and
     /// `connector_id`, if any) and acknowledged.
     pub async fn raw_session(&self, token: &str, connector_id: Option<&str>) -> RawSocket {
-        let mut socket = self.raw_socket("graphql-transport-ws").await;
-        let mut payload = json!({ "Authorization": format!("Bearer {token}") });
-        if let Some(id) = connector_id {
-            payload["connectorId"] = json!(id);
-        }
-        send_json(
-            &mut socket,
-            json!({"type": "connection_init", "payload": payload}),
-        )
-        .await;
-        assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
-        socket
+        let socket = self.raw_socket("graphql-transport-ws").await;
+        initialised(socket, token, connector_id).await
     }
 
     /// A graphql-transport-ws client authenticated with `token` (and
@@ -171,6 +161,26 @@ pub async fn next_text(socket: &mut RawSocket) -> String {
             _ => continue,
         }
     }
+}
+
+/// Sends `connection_init` with `token` (and `connector_id`, if any) on a
+/// graphql-transport-ws socket and waits for the `connection_ack`.
+pub async fn initialised(
+    mut socket: RawSocket,
+    token: &str,
+    connector_id: Option<&str>,
+) -> RawSocket {
+    let mut payload = json!({ "Authorization": format!("Bearer {token}") });
+    if let Some(id) = connector_id {
+        payload["connectorId"] = json!(id);
+    }
+    send_json(
+        &mut socket,
+        json!({"type": "connection_init", "payload": payload}),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    socket
 }
 
 /// Waits for the server to close the socket and returns the close code.

@@ -5,30 +5,13 @@ use std::{path::Path, process::Stdio, time::Duration};
 
 use ferrite_connector::{Connector, ConnectorOptions, DeviceSpec, Event};
 use ferrite_e2e::{
-    ADMIN_PASSWORD, eventually,
+    ADMIN_PASSWORD, eventually, gql_at,
     process::{ServerProcess, free_loopback_addr, kill_hard, terminate, workspace_binary},
 };
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 /// GraphQL over HTTP to a server process.
-async fn gql(
-    addr: std::net::SocketAddr,
-    token: Option<&str>,
-    query: &str,
-    variables: Value,
-) -> Value {
-    let mut request = reqwest::Client::new()
-        .post(format!("http://{addr}/graphql"))
-        .json(&json!({"query": query, "variables": variables}));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let answer: Value = request.send().await.unwrap().json().await.unwrap();
-    assert!(answer.get("errors").is_none(), "{answer}");
-    answer["data"].clone()
-}
-
 /// Sends a command over HTTP to a server process; returns its id.
 async fn send_command(
     addr: std::net::SocketAddr,
@@ -37,7 +20,7 @@ async fn send_command(
     service: &str,
     payload: Value,
 ) -> String {
-    let sent = gql(
+    let sent = gql_at(
         addr,
         Some(token),
         "mutation($d: ID!, $s: String!, $p: JSON) { sendCommand(input: {deviceId: $d, service: $s, payload: $p}) { id } }",
@@ -52,7 +35,7 @@ async fn send_command(
 
 /// An admin token and a WRITE key on a fresh server process.
 async fn admin_and_key(addr: std::net::SocketAddr) -> (String, String) {
-    let login = gql(
+    let login = gql_at(
         addr,
         None,
         "mutation($p: String!) { login(username: \"admin\", password: $p) { accessToken } }",
@@ -60,7 +43,7 @@ async fn admin_and_key(addr: std::net::SocketAddr) -> (String, String) {
     )
     .await;
     let token = login["login"]["accessToken"].as_str().unwrap().to_owned();
-    let key = gql(
+    let key = gql_at(
         addr,
         Some(&token),
         "mutation { createApiKey(name: \"gateway\", permission: WRITE) { secret } }",
@@ -79,7 +62,7 @@ async fn all_events(addr: std::net::SocketAddr, token: &str) -> Vec<(i64, String
     let mut events = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = gql(
+        let page = gql_at(
             addr,
             Some(token),
             "query($a: String) { events(first: 500, after: $a) { nodes { id payload idempotencyKey device { externalId } } pageInfo { endCursor hasNextPage } } }",
@@ -322,7 +305,7 @@ async fn the_simulated_gateway_brings_its_devices_to_life() {
 
     // Everything online and publishing within a few seconds.
     let pump_id = eventually("all four alive", Duration::from_secs(30), || async {
-        let devices = gql(
+        let devices = gql_at(
             addr,
             Some(&token),
             "query { devices(first: 10) { nodes { id externalId status connectorId } } }",
@@ -376,7 +359,7 @@ async fn the_simulated_gateway_brings_its_devices_to_life() {
     ] {
         let id = send_command(addr, &token, &pump_id, service, payload).await;
         let answered = eventually(service, Duration::from_secs(10), || async {
-            let command = gql(
+            let command = gql_at(
                 addr,
                 Some(&token),
                 "query($id: ID!) { command(id: $id) { status result } }",
@@ -413,7 +396,7 @@ async fn the_simulated_gateway_brings_its_devices_to_life() {
     );
     assert!(!log.contains(&key), "the API key is never logged");
     eventually("every device OFFLINE", Duration::from_secs(10), || async {
-        let devices = gql(
+        let devices = gql_at(
             addr,
             Some(&token),
             "query { devices(first: 10) { nodes { status } } }",
@@ -535,7 +518,7 @@ async fn the_one_shot_verbs_work_from_a_script() {
     assert_eq!(command["id"], sent);
     assert_eq!(command["device"], "boiler");
     assert_eq!(command["payload"], json!({"target": 70}));
-    let state = gql(
+    let state = gql_at(
         addr,
         Some(&token),
         "query($id: ID!) { command(id: $id) { status result } }",

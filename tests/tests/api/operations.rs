@@ -6,9 +6,9 @@ use std::{net::SocketAddr, path::Path, process::Output, sync::Arc, time::Duratio
 
 use ferrite_connector::{Connector, ConnectorOptions, DeviceSpec, DeviceStatus};
 use ferrite_e2e::{
-    Backend, JWT_SECRET, TestApp, eventually, on_both_backends,
+    Backend, JWT_SECRET, TestApp, eventually, gql_at, on_both_backends,
     process::{ServerProcess, free_loopback_addr, kill_hard, terminate, workspace_binary},
-    ws::{RawSocket, next_json, send_json},
+    ws::{RawSocket, initialised, next_json, send_json},
 };
 use serde_json::{Value, json};
 
@@ -142,7 +142,7 @@ async fn wss(addr: SocketAddr, tls: Arc<rustls::ClientConfig>, token: &str) -> R
         "sec-websocket-protocol",
         "graphql-transport-ws".parse().unwrap(),
     );
-    let (mut socket, _) = tokio_tungstenite::connect_async_tls_with_config(
+    let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
         request,
         None,
         true,
@@ -150,13 +150,7 @@ async fn wss(addr: SocketAddr, tls: Arc<rustls::ClientConfig>, token: &str) -> R
     )
     .await
     .expect("the WSS upgrade succeeds");
-    send_json(
-        &mut socket,
-        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
-    )
-    .await;
-    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
-    socket
+    initialised(socket, token, None).await
 }
 
 /// The next `next` payload's event on a raw socket.
@@ -601,18 +595,6 @@ async fn everything(addr: SocketAddr, token: &str) -> Vec<Value> {
     }
 }
 
-async fn gql_at(addr: SocketAddr, token: Option<&str>, query: &str, variables: Value) -> Value {
-    let mut request = reqwest::Client::new()
-        .post(format!("http://{addr}/graphql"))
-        .json(&json!({"query": query, "variables": variables}));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let answer: Value = request.send().await.unwrap().json().await.unwrap();
-    assert!(answer.get("errors").is_none(), "{answer}");
-    answer["data"].clone()
-}
-
 async fn admin_at(addr: SocketAddr) -> String {
     let login = gql_at(
         addr,
@@ -794,14 +776,8 @@ async fn raw_socket_at(addr: SocketAddr, token: &str) -> RawSocket {
         "sec-websocket-protocol",
         "graphql-transport-ws".parse().unwrap(),
     );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    send_json(
-        &mut socket,
-        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
-    )
-    .await;
-    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
-    socket
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    initialised(socket, token, None).await
 }
 
 /// `[backup] every_seconds`: the server writes checked backups by itself,
