@@ -153,9 +153,22 @@ pub(super) fn decode(text: &str, limits: &Limits) -> Result<ClientMessage, Close
 /// Why the server closes a socket.
 pub(super) struct Close(u16, String);
 
+/// A close frame carries at most 125 bytes: the code's 2 and the reason.
+const CLOSE_REASON_MAX: usize = 123;
+
 impl Close {
+    /// The reason is cut (at a character boundary) to what a close frame
+    /// holds; a longer one would make the frame itself invalid.
     fn new(code: u16, reason: impl Into<String>) -> Self {
-        Close(code, reason.into())
+        let mut reason = reason.into();
+        if reason.len() > CLOSE_REASON_MAX {
+            let mut end = CLOSE_REASON_MAX;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        Close(code, reason)
     }
 }
 
@@ -437,12 +450,9 @@ impl Connection {
                     .and_then(|(_, value)| value.as_str())
             })
         };
-        let token = field("authorization")
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty())
-            .ok_or("connection_init needs {\"Authorization\": \"Bearer <token>\"}")?;
+        let token = payload
+            .and_then(init_credential)
+            .ok_or(INIT_CREDENTIAL_NEEDED)?;
         let connector_id = match field("connectorId") {
             None => None,
             // Control characters are refused as in every other name: the id
@@ -670,6 +680,43 @@ struct Outgoing<'a, T> {
     payload: &'a T,
 }
 
+/// The refusal when `connection_init` carries no credential in a shape
+/// this server reads.
+const INIT_CREDENTIAL_NEEDED: &str = "connection_init needs {\"Authorization\": \"Bearer <token>\"} (or authToken, token, headers.Authorization)";
+
+/// The token a `connection_init` payload carries, in any of the shapes
+/// clients send: `Authorization` (Apollo, graphql-ws examples), `authToken`
+/// (Apollo's docs), `token`, or `headers.Authorization` (Hasura and the
+/// clients copying it); keys in any case; the value `Bearer <token>` or
+/// the bare token. Another scheme (`Basic …`) is not a token.
+fn init_credential(payload: &serde_json::Map<String, serde_json::Value>) -> Option<&str> {
+    let headers = find(payload, "headers").and_then(|h| h.as_object());
+    let value = ["authorization", "authToken", "token"]
+        .iter()
+        .find_map(|name| find(payload, name))
+        .or_else(|| headers.and_then(|h| find(h, "authorization")))?
+        .as_str()?
+        .trim();
+    let token = match value.split_once(char::is_whitespace) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        // `Basic …` and the like: a scheme, but not ours.
+        Some(_) => return None,
+        None if value.eq_ignore_ascii_case("bearer") => return None,
+        None => value,
+    };
+    (!token.is_empty()).then_some(token)
+}
+
+/// The value of `name` in `map`, whatever the case of the key.
+fn find<'a>(
+    map: &'a serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    map.iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value)
+}
+
 /// What ends a connection's credential.
 #[derive(Default)]
 struct Credential {
@@ -766,4 +813,60 @@ async fn feed_json(sink: &mut Sink, message: &serde_json::Value) -> Result<(), a
 async fn send_json(sink: &mut Sink, message: &serde_json::Value) -> Result<(), axum::Error> {
     sink.send(Message::Text(Utf8Bytes::from(message.to_string())))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::init_credential;
+
+    #[test]
+    fn close_reasons_fit_a_close_frame() {
+        let refusal = super::Close::new(
+            4403,
+            format!("Forbidden: {}", super::INIT_CREDENTIAL_NEEDED),
+        );
+        assert_eq!(
+            refusal.1,
+            format!("Forbidden: {}", super::INIT_CREDENTIAL_NEEDED),
+            "the refusal is cut"
+        );
+        let long = super::Close::new(4403, "é".repeat(100));
+        assert!(long.1.len() <= super::CLOSE_REASON_MAX && long.1.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn connection_init_takes_the_shapes_clients_send() {
+        let read = |payload: serde_json::Value| {
+            init_credential(payload.as_object().unwrap()).map(str::to_owned)
+        };
+        let accepted = [
+            json!({"Authorization": "Bearer abc"}),
+            json!({"authorization": "bearer abc"}),
+            json!({"AUTHORIZATION": "  Bearer   abc  "}),
+            json!({"Authorization": "abc"}),
+            json!({"authToken": "abc"}),
+            json!({"authtoken": "Bearer abc"}),
+            json!({"token": "abc"}),
+            json!({"headers": {"Authorization": "Bearer abc"}}),
+            json!({"headers": {"authorization": "abc"}, "connectorId": "gw"}),
+        ];
+        for payload in accepted {
+            assert_eq!(read(payload.clone()).as_deref(), Some("abc"), "{payload}");
+        }
+        let refused = [
+            json!({}),
+            json!({"Authorization": "Basic YWJjOmRlZg=="}),
+            json!({"Authorization": "Bearer "}),
+            json!({"Authorization": ""}),
+            json!({"Authorization": 42}),
+            json!({"authToken": {"nested": "abc"}}),
+            json!({"headers": "Bearer abc"}),
+            json!({"headers": {"X-Token": "abc"}}),
+        ];
+        for payload in refused {
+            assert_eq!(read(payload.clone()), None, "{payload}");
+        }
+    }
 }

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite;
 on_both_backends!(
     a_filtered_subscription_gets_exactly_the_matching_events_in_order,
     a_bad_token_closes_the_socket_with_4403,
+    connection_init_takes_every_shape_clients_send,
     a_members_subscription_never_sees_another_members_events,
     reconnecting_with_after_receives_everything_missed,
     replay_switches_to_live_without_gap_or_duplicate_under_load,
@@ -131,6 +132,65 @@ async fn a_filtered_subscription_gets_exactly_the_matching_events_in_order(backe
     // And nothing else arrives.
     let extra = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
     assert!(extra.is_err(), "an unexpected event arrived: {extra:?}");
+}
+
+/// Apollo's `authToken`, Hasura's `headers`, lower case, a bare token: each
+/// opens a session, for an access token and an API key alike; another
+/// scheme is refused with a reason naming what is expected.
+async fn connection_init_takes_every_shape_clients_send(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let key = app.create_api_key(&admin, "READ").await;
+    for token in [admin.as_str(), key.as_str()] {
+        let bearer = format!("Bearer {token}");
+        for payload in [
+            json!({"Authorization": bearer}),
+            json!({"authorization": bearer}),
+            json!({"Authorization": token}),
+            json!({"authToken": token}),
+            json!({"token": bearer}),
+            json!({"headers": {"Authorization": bearer}}),
+            json!({"headers": {"authorization": token}}),
+        ] {
+            let mut socket = app.raw_socket("graphql-transport-ws").await;
+            send_json(
+                &mut socket,
+                json!({"type": "connection_init", "payload": payload}),
+            )
+            .await;
+            let answer = next_json(&mut socket).await;
+            assert_eq!(answer["type"], "connection_ack", "{payload}: {answer}");
+            let me = run_raw(&mut socket, "{ me { user { username } } }").await;
+            assert_eq!(me["data"]["me"]["user"]["username"], "admin", "{payload}");
+        }
+    }
+    let mut socket = app.raw_socket("graphql-transport-ws").await;
+    send_json(
+        &mut socket,
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Basic {admin}")}}),
+    )
+    .await;
+    let closed = socket.next().await;
+    match closed {
+        Some(Ok(tungstenite::Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 4403);
+            assert!(frame.reason.contains("authToken"), "{}", frame.reason);
+        }
+        other => panic!("expected a 4403 close, got {other:?}"),
+    }
+}
+
+/// Runs one query over an initialised raw socket; its `next` payload.
+async fn run_raw(socket: &mut RawSocket, query: &str) -> Value {
+    send_json(
+        socket,
+        json!({"type": "subscribe", "id": "q", "payload": {"query": query}}),
+    )
+    .await;
+    let answer = next_json(socket).await;
+    assert_eq!(answer["type"], "next", "{answer}");
+    assert_eq!(next_json(socket).await["type"], "complete");
+    answer["payload"].clone()
 }
 
 async fn a_bad_token_closes_the_socket_with_4403(backend: Backend) {
