@@ -129,6 +129,11 @@ pub struct HttpConfig {
     /// On shutdown, how long open HTTP requests may take to finish before
     /// their connections are closed.
     pub shutdown_grace_seconds: u64,
+    /// Web origins (`https://app.example.com`, `http://localhost:5173`)
+    /// whose pages may call `/graphql` (CORS) and open its WebSocket.
+    /// Empty: same origin only. `["*"]`: any origin (no cookies are
+    /// involved: `/graphql` authenticates with the Authorization header).
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -139,6 +144,7 @@ impl Default for HttpConfig {
             header_timeout_seconds: 15,
             body_timeout_seconds: 30,
             shutdown_grace_seconds: 10,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -388,6 +394,20 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
 }
 
+/// `http(s)://host[:port]`, nothing more: what browsers send as `Origin`.
+fn is_web_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -479,6 +499,17 @@ impl Config {
                     "database_url must start with sqlite:, postgres:// or postgresql://".into(),
                 );
             }
+        }
+        let origins = &self.http.cors_origins;
+        if origins.iter().any(|o| o == "*") && origins.len() > 1 {
+            return invalid(
+                "http.cors_origins: \"*\" stands alone (it already allows every origin)".into(),
+            );
+        }
+        if let Some(bad) = origins.iter().find(|o| *o != "*" && !is_web_origin(o)) {
+            return invalid(format!(
+                "http.cors_origins: {bad:?} is not an origin like \"https://app.example.com\" or \"http://localhost:5173\" (scheme, host, optional port; no path)"
+            ));
         }
         if self.backup.every_seconds > 0 && self.backup.keep == 0 {
             return invalid(
@@ -676,5 +707,33 @@ mod tests {
         config.limits.payload_bytes = config.limits.body_bytes + 1;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("limits.payload_bytes"), "{err}");
+    }
+
+    #[test]
+    fn cors_origins_must_be_origins() {
+        let with = |origins: &[&str]| {
+            let mut config = Config::default();
+            config.http.cors_origins = origins.iter().map(|o| o.to_string()).collect();
+            config.validate()
+        };
+        for good in [
+            &["*"][..],
+            &["https://app.example.com", "http://localhost:5173"],
+            &["http://[::1]:8080"],
+        ] {
+            with(good).unwrap();
+        }
+        for bad in [
+            &["*", "https://a.example"][..],
+            &["app.example.com"],
+            &["https://app.example.com/"],
+            &["https://app.example.com/path"],
+            &["ftp://files.example"],
+            &["https://"],
+            &["https://a b"],
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("http.cors_origins"), "{bad:?}: {err}");
+        }
     }
 }

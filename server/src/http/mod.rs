@@ -90,8 +90,13 @@ pub struct SocketShutdown {
 /// gives each request the client's address (login throttling needs it).
 pub fn router(app: AppState, schema: FerriteSchema, sockets: SocketShutdown) -> Router {
     let pages = dashboard();
+    let graphql = get(graphql_get).post(graphql_post);
+    let graphql = match cors(&app.config.http.cors_origins) {
+        Some(cors) => graphql.layer(cors),
+        None => graphql,
+    };
     Router::new()
-        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/graphql", graphql)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -108,6 +113,59 @@ pub fn router(app: AppState, schema: FerriteSchema, sockets: SocketShutdown) -> 
             plans: live::Plans::default(),
             pages,
         })))
+}
+
+/// CORS for `/graphql` when `http.cors_origins` names origins: preflights
+/// answered for the methods and headers GraphQL clients send (Apollo's
+/// and urql's included), cached by browsers for an hour. No credentials:
+/// `/graphql` authenticates with the Authorization header, never cookies.
+/// Not on `/auth/*`, whose cookie is for the dashboard's own origin.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        // Checked by `Config::validate`; one that still does not parse is
+        // left out rather than allowing more.
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                HeaderName::from_static("apollo-require-preflight"),
+                HeaderName::from_static("x-apollo-operation-name"),
+            ])
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
+}
+
+/// Whether a WebSocket upgrade may open: without `http.cors_origins`, or
+/// without an `Origin` (gateways, scripts), always; else only from a
+/// listed origin or the server's own (the dashboard). A page on another
+/// site cannot open a socket in its visitors' name.
+fn socket_origin_allowed(headers: &HeaderMap, origins: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    if origins.is_empty()
+        || origins
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    matches!((host, origin_host), (Some(host), Some(from)) if host.eq_ignore_ascii_case(from))
 }
 
 /// The dashboard (`web/`, built by `build.rs`): `index.html` for `/` and
@@ -593,6 +651,13 @@ async fn graphql_get(
     RawQuery(query): RawQuery,
 ) -> Response {
     if let Ok(upgrade) = upgrade {
+        if !socket_origin_allowed(&headers, &state.app.config.http.cors_origins) {
+            return (
+                StatusCode::FORBIDDEN,
+                "this origin may not open a WebSocket here (http.cors_origins)",
+            )
+                .into_response();
+        }
         return ws::upgrade(upgrade, state, client);
     }
     let format = Format::of(&headers);

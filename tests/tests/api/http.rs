@@ -16,6 +16,127 @@ on_both_backends!(
     health_and_readiness_answer,
 );
 
+/// `http.cors_origins`: a listed origin's pages may call `/graphql` (the
+/// preflight answers, the response carries its origin) and open its
+/// WebSocket; another origin gets neither; gateways and scripts (no
+/// `Origin`) and the dashboard (same origin) are not affected. Without the
+/// setting, no CORS at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_lets_the_listed_origins_in_and_no_others() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |config| {
+        config.http.cors_origins = vec!["http://app.example:5173".into()];
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/graphql"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,apollo-require-preflight",
+            )
+            .send()
+    };
+    let allowed = preflight("http://app.example:5173").await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let headers = allowed.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "http://app.example:5173"
+    );
+    let allowed_headers = headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for needed in ["authorization", "content-type", "apollo-require-preflight"] {
+        assert!(allowed_headers.contains(needed), "{allowed_headers}");
+    }
+    assert!(
+        headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    assert!(headers.get("access-control-allow-credentials").is_none());
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    let admin = app.admin_token().await;
+    let answer = app
+        .client
+        .post(app.url("/graphql"))
+        .header("origin", "http://app.example:5173")
+        .bearer_auth(&admin)
+        .json(&json!({"query": "{ me { permission } }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.headers()["access-control-allow-origin"],
+        "http://app.example:5173"
+    );
+    assert_eq!(
+        answer.json::<serde_json::Value>().await.unwrap()["data"]["me"]["permission"],
+        "ADMIN"
+    );
+
+    // The WebSocket: listed, same-origin and Origin-less upgrades open;
+    // another site's does not.
+    let upgrade = |origin: Option<String>| {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = app
+            .url("/graphql")
+            .replace("http://", "ws://")
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("origin", origin.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(request)
+    };
+    let same_origin = format!("http://{}", app.addr);
+    for origin in [
+        Some("http://app.example:5173".to_owned()),
+        Some(same_origin),
+        None,
+    ] {
+        assert!(
+            upgrade(origin.clone()).await.is_ok(),
+            "{origin:?} was refused"
+        );
+    }
+    match upgrade(Some("https://evil.example".into())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!("another site's upgrade: {other:?}"),
+    }
+
+    // Without the setting: same origin only, as before.
+    let plain = TestApp::spawn(Backend::Sqlite).await;
+    let preflight = plain
+        .client
+        .request(reqwest::Method::OPTIONS, plain.url("/graphql"))
+        .header("origin", "http://app.example:5173")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
+
 async fn a_malformed_body_is_bad_user_input_and_changes_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
