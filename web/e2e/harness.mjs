@@ -66,14 +66,16 @@ async function stopChild(child) {
 }
 
 export class Server {
-  constructor(port, dir) {
+  constructor(port, dir, env = {}) {
     this.port = port;
     this.dir = dir;
+    this.env = env;
     this.origin = `http://127.0.0.1:${port}`;
   }
 
-  static async start() {
-    const server = new Server(await freePort(), mkdtempSync(join(tmpdir(), 'ferrite-e2e-')));
+  /** A fresh server; `env` adds FERRITE_* settings. */
+  static async start(env = {}) {
+    const server = new Server(await freePort(), mkdtempSync(join(tmpdir(), 'ferrite-e2e-')), env);
     await server.boot();
     return server;
   }
@@ -84,6 +86,7 @@ export class Server {
       FERRITE_DATA_DIR: join(this.dir, 'data'),
       FERRITE_ADMIN_PASSWORD: ADMIN_PASSWORD,
       FERRITE_LOG: 'warn',
+      ...this.env,
     });
     await eventually('the server to answer /healthz', 30_000, async () => {
       if (this.child.exitCode !== null) throw new Error(`ferrite exited:\n${this.child.output()}`);
