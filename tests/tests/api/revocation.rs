@@ -61,15 +61,8 @@ async fn admin_mutation(app: &TestApp, query: &str, id: &str) -> ferrite_e2e::Gq
 
 async fn a_password_reset_closes_the_users_session_sockets_but_not_its_keys(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    app.create_member("alice").await;
+    let access = app.create_member("alice").await;
     let alice = user_id(&app, "alice").await;
-    let session = app
-        .gql(None, LOGIN, json!({"u": "alice", "p": MEMBER_PASSWORD}))
-        .await;
-    let access = session.data()["login"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let key = app.create_api_key(&access, "WRITE").await;
     let mut by_session = app.raw_session(&access, None).await;
     let mut by_key = app.raw_session(&key, None).await;
