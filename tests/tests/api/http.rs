@@ -16,6 +16,101 @@ on_both_backends!(
     health_and_readiness_answer,
 );
 
+/// Responses are compressed as the client asks (brotli, gzip), above 1 KB;
+/// garbage in `Accept-Encoding` gets the plain answer. Sizes of a page of
+/// 500 events are printed for docs/PERFORMANCE.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_events_is_compressed_as_the_client_asks() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin = app.admin_token().await;
+    let device = app.register_device(&admin, "meter").await;
+    app.spawn_publisher(
+        &admin,
+        &device,
+        500,
+        100,
+        |n| json!({"celsius": 20.0 + (n % 50) as f64 / 10.0, "n": n}),
+    )
+    .await
+    .unwrap();
+    let query = json!({"query": "{ events(first: 500) { nodes { id deviceId service payload occurredAt receivedAt } } }"});
+    let fetch = |encoding: &'static str| {
+        app.client
+            .post(app.url("/graphql"))
+            .bearer_auth(&admin)
+            .header("accept-encoding", encoding)
+            .json(&query)
+            .send()
+    };
+    let plain = fetch("identity").await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.unwrap();
+    let page: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(
+        page["data"]["events"]["nodes"].as_array().unwrap().len(),
+        500
+    );
+    let mut sizes = vec![("identity", plain.len())];
+    for (asked, expected) in [
+        ("br", "br"),
+        ("gzip", "gzip"),
+        ("gzip;q=0.5, br;q=1.0", "br"),
+        ("zstd, gzip", "gzip"),
+    ] {
+        let answer = fetch(asked).await.unwrap();
+        assert_eq!(answer.headers()["content-encoding"], expected, "{asked}");
+        let body = answer.bytes().await.unwrap();
+        assert!(
+            body.len() * 5 < plain.len(),
+            "{asked}: {} of {} bytes",
+            body.len(),
+            plain.len()
+        );
+        sizes.push((asked, body.len()));
+    }
+    for garbage in [
+        ";;,,q=",
+        "gzip;q=2.5, br;q=-1",
+        "br;q=abc",
+        &"x".repeat(4000),
+        "*;q=0",
+    ] {
+        let answer = app
+            .client
+            .post(app.url("/graphql"))
+            .bearer_auth(&admin)
+            .header("accept-encoding", garbage)
+            .json(&query)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            answer.status().is_success() || answer.status() == 406,
+            "{garbage:?}: {}",
+            answer.status()
+        );
+        if answer.status().is_success() && answer.headers().get("content-encoding").is_none() {
+            assert_eq!(
+                answer.bytes().await.unwrap().len(),
+                plain.len(),
+                "{garbage:?}"
+            );
+        }
+    }
+    // A small answer is not worth compressing.
+    let small = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(&admin)
+        .header("accept-encoding", "br")
+        .json(&json!({"query": "{ me { permission } }"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(small.headers().get("content-encoding").is_none());
+    println!("a page of 500 events: {sizes:?}");
+}
+
 /// `http.cors_origins`: a listed origin's pages may call `/graphql` (the
 /// preflight answers, the response carries its origin) and open its
 /// WebSocket; another origin gets neither; gateways and scripts (no
