@@ -204,15 +204,13 @@ impl From<PermissionArg> for Permission {
 impl Cli {
     /// The configuration this invocation runs with.
     pub fn load_config(&self) -> anyhow::Result<Config> {
-        let listen = match &self.command {
-            Command::Serve { listen, .. } => *listen,
-            _ => None,
-        };
-        let (tls_cert, tls_key) = match &self.command {
+        let (listen, tls_cert, tls_key) = match &self.command {
             Command::Serve {
-                tls_cert, tls_key, ..
-            } => (tls_cert.clone(), tls_key.clone()),
-            _ => (None, None),
+                listen,
+                tls_cert,
+                tls_key,
+            } => (*listen, tls_cert.clone(), tls_key.clone()),
+            _ => (None, None, None),
         };
         let overrides = Overrides {
             listen,
@@ -323,10 +321,7 @@ async fn user(command: UserCommand, config: &Config) -> anyhow::Result<()> {
             graphql::validate_username(&username).map_err(anyhow::Error::msg)?;
             let (password, generated) = password_from(password_stdin)?;
             let hash = hasher.hash(password.clone()).await?;
-            let user = match store.create_user(&username, hash, role.into()).await {
-                Err(StoreError::Conflict(msg)) => bail!("{msg}"),
-                other => other?,
-            };
+            let user = refused_as_conflict(store.create_user(&username, hash, role.into()).await)?;
             println!(
                 "created user {} ({:?}, id {})",
                 user.username, user.role, user.id
@@ -410,10 +405,7 @@ async fn backup(file: Option<PathBuf>, config: &Config) -> anyhow::Result<()> {
             let dir = config.backup_dir();
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            dir.join(format!(
-                "ferrite-{}.db",
-                chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-            ))
+            crate::store::backup_file_in(&dir)
         }
     };
     let store = open_store(config).await?;
@@ -425,7 +417,7 @@ async fn backup(file: Option<PathBuf>, config: &Config) -> anyhow::Result<()> {
         .sqlite_path()
         .and_then(|path| std::fs::metadata(path).ok())
         .map(|m| m.len());
-    let partial = file.with_extension("partial");
+    let partial = crate::store::partial_path(&file);
     let progress = tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
         tick.tick().await;
@@ -514,21 +506,13 @@ async fn restore_sqlite_file(file: &Path, config: &Config) -> anyhow::Result<Opt
     let target = config
         .sqlite_path()
         .context("the database URL names no SQLite file")?;
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    let aside = |suffix: &str| {
-        PathBuf::from(format!(
-            "{}{suffix}.before-restore-{stamp}",
-            target.display()
-        ))
-    };
+    let stamp = crate::store::file_stamp();
     let mut moved = Vec::new();
-    for suffix in ["", "-wal", "-shm"] {
-        let path = PathBuf::from(format!("{}{suffix}", target.display()));
-        if path.exists() {
-            std::fs::rename(&path, aside(suffix))
-                .with_context(|| format!("cannot move {} aside", path.display()))?;
-            moved.push((path, aside(suffix)));
-        }
+    for path in crate::store::sqlite_files(&target).filter(|path| path.exists()) {
+        let aside = PathBuf::from(format!("{}.before-restore-{stamp}", path.display()));
+        std::fs::rename(&path, &aside)
+            .with_context(|| format!("cannot move {} aside", path.display()))?;
+        moved.push((path, aside));
     }
     let put_back = |moved: &[(PathBuf, PathBuf)]| {
         let _ = std::fs::remove_file(&target);
@@ -596,14 +580,12 @@ async fn restore_into_postgres(file: &Path, config: &Config) -> anyhow::Result<(
     Ok(())
 }
 
-/// Removes a scratch file (and SQLite's companions) when dropped.
+/// Removes a scratch SQLite database (and its companions) when dropped.
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
+        crate::store::remove_sqlite_files(&self.0);
     }
 }
 
@@ -614,7 +596,8 @@ async fn user_named(store: &Store, username: &str) -> anyhow::Result<user::Model
     }
 }
 
-/// A store refusal (the last administrator) as the message it carries.
+/// A store refusal (a taken username, the last administrator) as the
+/// message it carries.
 fn refused_as_conflict<T>(result: Result<T, StoreError>) -> anyhow::Result<T> {
     match result {
         Err(StoreError::Conflict(msg)) => bail!("{msg}"),

@@ -282,7 +282,6 @@ impl Server {
         let heartbeat = state.presence.clone().spawn(stop_rx.clone());
         let revocations =
             bus::revocations::spawn(state.store.clone(), state.bus.clone(), stop_rx.clone());
-        let state_tls_files = state.config.tls_files();
         let tls_reloader = http::tls::spawn_reloader(tls.clone(), stop_rx.clone());
         let backups = scheduled_backup::spawn(
             state.store.clone(),
@@ -313,8 +312,8 @@ impl Server {
             notify_systemd(sd_notify::NotifyState::Stopping);
             let _ = stop_tx.send(true);
         });
-        if let Some(files) = state_tls_files.as_ref() {
-            tracing::info!(cert = %files.cert.display(), "serving HTTPS and WSS");
+        if let Some(tls) = &tls {
+            tracing::info!(cert = %tls.cert_path().display(), "serving HTTPS and WSS");
         }
         tracing::info!(%addr, "ferrite is listening");
         // Under systemd (`Type=notify`): migrated, bound, serving. A no-op

@@ -21,11 +21,6 @@ use crate::{
     store::{self, Store},
 };
 
-/// File names of scheduled backups: `ferrite-<UTC time>.db`, which sort
-/// by time.
-const PREFIX: &str = "ferrite-";
-const SUFFIX: &str = ".db";
-
 /// Starts the schedule (nothing when `every` is zero).
 pub fn spawn(
     store: Store,
@@ -53,10 +48,7 @@ pub fn spawn(
                 // Due. Cancel-safe: nothing started yet.
                 _ = tokio::time::sleep(wait) => {}
             }
-            let file = dir.join(format!(
-                "{PREFIX}{}{SUFFIX}",
-                chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-            ));
+            let file = store::backup_file_in(&dir);
             let started = std::time::Instant::now();
             match store::write_backup(&store, &file).await {
                 Ok(summary) => {
@@ -84,9 +76,9 @@ fn backups(dir: &Path) -> Vec<PathBuf> {
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))
+            path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(store::BACKUP_PREFIX) && n.ends_with(store::BACKUP_SUFFIX)
+            })
         })
         .collect();
     found.sort();

@@ -123,6 +123,11 @@ impl Tls {
         })
     }
 
+    /// The certificate file served.
+    pub fn cert_path(&self) -> &Path {
+        &self.files.cert
+    }
+
     /// Reads the files again and, if they are good, serves them from the
     /// next handshake on.
     pub fn reload(&self) -> Result<(), TlsError> {

@@ -443,17 +443,13 @@ impl Connection {
         payload: Option<&serde_json::Value>,
     ) -> Result<RequestContext, &'static str> {
         let payload = payload.and_then(|p| p.as_object());
-        let field = |name: &str| {
-            payload.and_then(|p| {
-                p.iter()
-                    .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                    .and_then(|(_, value)| value.as_str())
-            })
-        };
         let token = payload
             .and_then(init_credential)
             .ok_or(INIT_CREDENTIAL_NEEDED)?;
-        let connector_id = match field("connectorId") {
+        let connector_id = match payload
+            .and_then(|p| find(p, "connectorId"))
+            .and_then(|v| v.as_str())
+        {
             None => None,
             // Control characters are refused as in every other name: the id
             // is shown on devices and written to logs.

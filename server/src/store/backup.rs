@@ -102,6 +102,40 @@ impl Store {
     }
 }
 
+/// Names of backup files: `ferrite-<UTC time>.db`, which sort by time.
+pub const BACKUP_PREFIX: &str = "ferrite-";
+pub const BACKUP_SUFFIX: &str = ".db";
+
+/// The current UTC time as file names carry it (`20261203T174500Z`).
+pub fn file_stamp() -> String {
+    chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// A new backup file's path in `dir`, named for now.
+pub fn backup_file_in(dir: &Path) -> std::path::PathBuf {
+    dir.join(format!("{BACKUP_PREFIX}{}{BACKUP_SUFFIX}", file_stamp()))
+}
+
+/// Where [`write_backup`] writes `file` before it checks out.
+pub fn partial_path(file: &Path) -> std::path::PathBuf {
+    file.with_extension("partial")
+}
+
+/// A SQLite database's files: the database, its write-ahead log, its
+/// shared-memory index (and a rollback journal, if any).
+pub fn sqlite_files(database: &Path) -> impl Iterator<Item = std::path::PathBuf> + '_ {
+    ["", "-wal", "-shm", "-journal"]
+        .into_iter()
+        .map(move |suffix| std::path::PathBuf::from(format!("{}{suffix}", database.display())))
+}
+
+/// Removes a SQLite database and its companion files, whichever exist.
+pub fn remove_sqlite_files(database: &Path) {
+    for path in sqlite_files(database) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Writes a checked backup to `file` (which must not exist): under a
 /// temporary name first, renamed once [`inspect_backup`] passes, so a file
 /// with the final name is always a whole, verified backup.
@@ -109,21 +143,16 @@ pub async fn write_backup(store: &Store, file: &Path) -> Result<BackupSummary, B
     if file.exists() {
         return Err(BackupError::Exists(file.display().to_string()));
     }
-    let partial = file.with_extension("partial");
-    let remove = |path: &Path| {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
-    };
-    remove(&partial);
+    let partial = partial_path(file);
+    remove_sqlite_files(&partial);
     if let Err(err) = store.backup_into(&partial).await {
-        remove(&partial);
+        remove_sqlite_files(&partial);
         return Err(err.into());
     }
     let summary = match inspect_backup(&partial).await {
         Ok(summary) => summary,
         Err(err) => {
-            remove(&partial);
+            remove_sqlite_files(&partial);
             return Err(err);
         }
     };

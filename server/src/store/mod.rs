@@ -42,7 +42,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-pub use backup::{BackupError, BackupSummary, inspect_backup, write_backup};
+pub use backup::{
+    BACKUP_PREFIX, BACKUP_SUFFIX, BackupError, BackupSummary, backup_file_in, file_stamp,
+    inspect_backup, partial_path, remove_sqlite_files, sqlite_files, write_backup,
+};
 pub use commands::CommandFilter;
 pub use commands::NewCommand;
 pub use devices::{
