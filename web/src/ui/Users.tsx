@@ -96,6 +96,7 @@ export function Users() {
           <button type="button" onClick={() => setResetting(null)}>Cancel</button>
         </form>
       )}
+      <div class="table-scroll">
       <table aria-label="Users">
         <thead><tr><th scope="col">Username</th><th scope="col">Role</th><th scope="col">Password</th><th scope="col">Access</th><th scope="col">Created</th></tr></thead>
         <tbody>
@@ -103,7 +104,7 @@ export function Users() {
             <tr key={u.id}>
               <td>
                 {u.username}{u.id === me && <small> (you)</small>}
-                {u.disabledAt && <span class="badge badge-offline"> disabled</span>}
+                {u.disabledAt && <>{' '}<span class="badge badge-offline">disabled</span></>}
               </td>
               <td>
                 <select aria-label={`Role of ${u.username}`} value={u.role}
@@ -116,7 +117,7 @@ export function Users() {
                   Reset…
                 </button>
               </td>
-              <td>
+              <td class="actions">
                 {u.id !== me && (u.disabledAt
                   ? <button type="button" onClick={() => void act(u, 'enableUser', `${u.username} is enabled again.`)}
                       aria-label={`Enable ${u.username}`}>Enable</button>
@@ -131,6 +132,7 @@ export function Users() {
           ))}
         </tbody>
       </table>
+      </div>
     </main>
   );
 }
