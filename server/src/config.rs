@@ -293,6 +293,9 @@ pub struct Limits {
     pub filter_values: usize,
     /// Most buckets one `telemetry` query may ask for.
     pub telemetry_buckets: usize,
+    /// Query text the automatic persisted queries cache holds (per node),
+    /// least recently used out first.
+    pub persisted_queries_bytes: usize,
     /// Login attempts (counted when they start; a success gives its attempt
     /// back) per client address and username within the window.
     pub login_attempts: u32,
@@ -360,6 +363,7 @@ impl Default for Limits {
             batch_events: 1000,
             filter_values: 100,
             telemetry_buckets: 10_000,
+            persisted_queries_bytes: 4 * 1024 * 1024,
             login_attempts: 5,
             login_attempts_per_address: 50,
             login_window_seconds: 300,
@@ -552,6 +556,10 @@ impl Config {
             ("limits.batch_events", limits.batch_events as u64),
             ("limits.filter_values", limits.filter_values as u64),
             ("limits.telemetry_buckets", limits.telemetry_buckets as u64),
+            (
+                "limits.persisted_queries_bytes",
+                limits.persisted_queries_bytes as u64,
+            ),
             ("limits.login_attempts", u64::from(limits.login_attempts)),
             (
                 "limits.login_attempts_per_address",

@@ -4,12 +4,36 @@
 use crate::config::{Config, Limits};
 
 /// A `POST /graphql` body, as the HTTP handler reads it: nesting scan,
-/// JSON, the request object, then admission (size, nesting, parse,
-/// cost).
+/// JSON, the request object, a persisted query's hash, then admission
+/// (size, nesting, parse, cost).
 pub fn http_body(bytes: &[u8]) {
     let limits = Limits::default();
-    if let Ok(mut request) = crate::http::request_from_body(bytes, &limits) {
-        let _ = crate::graphql::admission::admit(&mut request, &limits);
+    if let Ok(request) = crate::http::request_from_body(bytes, &limits) {
+        admit(request, &limits);
+    }
+}
+
+/// A `GET /graphql` query string, read as the HTTP handler reads it, then
+/// as a body is.
+pub fn http_query_string(text: &str) {
+    let limits = Limits::default();
+    if let Ok(request) = crate::http::request_from_query_string(text, &limits) {
+        admit(request, &limits);
+    }
+}
+
+/// What both transports do with a request before running it, with one
+/// persisted-query cache for the whole fuzzing run (so hashes registered by
+/// one input are found by later ones), as small as a real one is large.
+fn admit(mut request: async_graphql::Request, limits: &Limits) {
+    use crate::graphql::persisted::PersistedQueries;
+    static CACHE: std::sync::OnceLock<PersistedQueries> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(|| PersistedQueries::new(64 * 1024));
+    if let Ok(registration) = cache.resolve(&mut request)
+        && crate::graphql::admission::admit(&mut request, limits).is_ok()
+        && let Some(registration) = registration
+    {
+        cache.remember(registration, &request.query);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Accounts: who am I, logging in and out, users and API keys.
 
+use super::scalars::Timestamp;
 use async_graphql::{Context, Enum, ID, InputObject, Object};
-use chrono::{DateTime, Utc};
 
 use super::{
     context::{principal, request, state},
@@ -17,36 +17,47 @@ use crate::{
 /// A person who logs in.
 pub struct User(pub user::Model);
 
+/// A person who signs in to Ferrite with a username and password. Devices,
+/// events, commands and API keys belong to a user; a MEMBER sees only its
+/// own, an ADMIN sees everyone's.
 #[Object]
 impl User {
+    /// The user's id (a UUID).
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
+    /// The name the user signs in with; unique.
     async fn username(&self) -> &str {
         &self.0.username
     }
+    /// ADMIN or MEMBER.
     async fn role(&self) -> Role {
         self.0.role
     }
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+    /// When the user was created.
+    async fn created_at(&self) -> Timestamp {
+        self.0.created_at.into()
     }
     /// When the user was disabled; null while enabled. A disabled user
     /// cannot sign in, and none of its credentials work.
-    async fn disabled_at(&self) -> Option<DateTime<Utc>> {
-        self.0.disabled_at
+    async fn disabled_at(&self) -> Option<Timestamp> {
+        self.0.disabled_at.map(Timestamp)
     }
 }
 
-/// A credential for programs and gateways. The secret is never shown again
-/// after `createApiKey`.
+/// An API key as stored (never its secret).
 pub struct ApiKey(pub api_key::Model);
 
+/// A credential for programs and gateways, acting for the user that owns
+/// it with at most that user's rights. The secret is shown once, by
+/// `createApiKey`; only its hash is stored.
 #[Object]
 impl ApiKey {
+    /// The key's id (a UUID), for `revokeApiKey`.
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
+    /// What the key is for, as its creator named it.
     async fn name(&self) -> &str {
         &self.0.name
     }
@@ -54,6 +65,7 @@ impl ApiKey {
     async fn prefix(&self) -> &str {
         &self.0.prefix
     }
+    /// What the key may do: READ, WRITE or ADMIN.
     async fn permission(&self) -> Permission {
         self.0.permission
     }
@@ -61,26 +73,31 @@ impl ApiKey {
     async fn owner_id(&self) -> ID {
         ID(self.0.user_id.to_string())
     }
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+    /// When the key was created.
+    async fn created_at(&self) -> Timestamp {
+        self.0.created_at.into()
     }
     /// When the key last authenticated a request (to the minute).
-    async fn last_used_at(&self) -> Option<DateTime<Utc>> {
-        self.0.last_used_at
+    async fn last_used_at(&self) -> Option<Timestamp> {
+        self.0.last_used_at.map(Timestamp)
     }
-    async fn revoked_at(&self) -> Option<DateTime<Utc>> {
-        self.0.revoked_at
+    /// When the key was revoked; null while it works.
+    async fn revoked_at(&self) -> Option<Timestamp> {
+        self.0.revoked_at.map(Timestamp)
     }
 }
 
-/// A freshly created API key and its secret, shown this once.
+/// A freshly created API key and its secret.
 pub struct NewApiKey {
     key: api_key::Model,
     secret: String,
 }
 
+/// A freshly created API key and its secret, shown this once: store the
+/// secret now.
 #[Object]
 impl NewApiKey {
+    /// The key as `apiKeys` will list it.
     async fn api_key(&self) -> ApiKey {
         ApiKey(self.key.clone())
     }
@@ -93,6 +110,7 @@ impl NewApiKey {
 /// The tokens of a login session.
 pub struct AuthPayload(SessionTokens);
 
+/// The tokens of a login session, from `login` or `refresh`.
 #[Object]
 impl AuthPayload {
     /// A short-lived JWT: send it as `Authorization: Bearer <accessToken>`.
@@ -105,9 +123,10 @@ impl AuthPayload {
         &self.0.refresh_token
     }
     /// When the access token expires.
-    async fn expires_at(&self) -> DateTime<Utc> {
-        self.0.expires_at
+    async fn expires_at(&self) -> Timestamp {
+        self.0.expires_at.into()
     }
+    /// Who signed in.
     async fn user(&self) -> User {
         User(self.0.user.clone())
     }
@@ -125,8 +144,10 @@ pub enum CredentialKind {
 /// The caller of this request.
 pub struct Principal(AuthPrincipal);
 
+/// Who is calling, and with what: the answer to `me`.
 #[Object]
 impl Principal {
+    /// The user the credential acts for.
     async fn user(&self, ctx: &Context<'_>) -> ApiResult<User> {
         Ok(User(state(ctx).store.user_by_id(self.0.user_id).await?))
     }
@@ -134,6 +155,7 @@ impl Principal {
     async fn permission(&self) -> Permission {
         self.0.permission
     }
+    /// A login session or an API key.
     async fn credential(&self) -> CredentialKind {
         match self.0.credential {
             Credential::Session => CredentialKind::Session,
@@ -149,12 +171,14 @@ impl Principal {
     }
 }
 
+/// A new user, for `createUser`.
 #[derive(InputObject)]
 pub struct CreateUserInput {
     /// 3 to 64 characters: letters, digits, `.`, `_`, `-`.
     pub username: String,
     /// At least 8 characters.
     pub password: String,
+    /// ADMIN or MEMBER; MEMBER when left out.
     #[graphql(default_with = "Role::Member")]
     pub role: Role,
 }
@@ -206,8 +230,8 @@ impl AuthMutation {
     async fn login(
         &self,
         ctx: &Context<'_>,
-        username: String,
-        password: String,
+        #[graphql(desc = "The user's name.")] username: String,
+        #[graphql(desc = "The user's password.")] password: String,
     ) -> ApiResult<AuthPayload> {
         let client = request(ctx).client;
         let tokens = state(ctx).auth.login(client, &username, &password).await?;
@@ -216,17 +240,30 @@ impl AuthMutation {
 
     /// Trades a refresh token for new tokens. The old refresh token stops
     /// working; presenting it again revokes the whole session.
-    async fn refresh(&self, ctx: &Context<'_>, refresh_token: String) -> ApiResult<AuthPayload> {
+    async fn refresh(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The `refreshToken` of the latest `login` or `refresh`.")]
+        refresh_token: String,
+    ) -> ApiResult<AuthPayload> {
         Ok(AuthPayload(state(ctx).auth.refresh(&refresh_token).await?))
     }
 
     /// Ends the session of a refresh token. False when it was unknown.
-    async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> ApiResult<bool> {
+    async fn logout(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The session's latest `refreshToken`.")] refresh_token: String,
+    ) -> ApiResult<bool> {
         Ok(state(ctx).auth.logout(&refresh_token).await?)
     }
 
     /// Creates a user. Administrators only.
-    async fn create_user(&self, ctx: &Context<'_>, input: CreateUserInput) -> ApiResult<User> {
+    async fn create_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The new user's name, password and role.")] input: CreateUserInput,
+    ) -> ApiResult<User> {
         principal(ctx, Permission::Admin)?.require_admin()?;
         validate_username(&input.username).map_err(ApiError::bad_input)?;
         authn::validate_new_password(&input.password).map_err(ApiError::bad_input)?;
@@ -248,8 +285,8 @@ impl AuthMutation {
     async fn set_user_password(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        new_password: String,
+        #[graphql(desc = "The user's id.")] id: ID,
+        #[graphql(desc = "At least 8 characters.")] new_password: String,
     ) -> ApiResult<bool> {
         principal(ctx, Permission::Admin)?.require_admin()?;
         let id = input::uuid_id("user", &id)?;
@@ -267,7 +304,12 @@ impl AuthMutation {
     /// its keys' too, closes (4403) within a second, so none keeps the old
     /// role; an API key of a demoted user is capped at WRITE. The last
     /// administrator cannot be demoted (CONFLICT). Administrators only.
-    async fn set_user_role(&self, ctx: &Context<'_>, id: ID, role: Role) -> ApiResult<User> {
+    async fn set_user_role(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user's id.")] id: ID,
+        #[graphql(desc = "The role it gets.")] role: Role,
+    ) -> ApiResult<User> {
         principal(ctx, Permission::Admin)?.require_admin()?;
         let id = input::uuid_id("user", &id)?;
         let user = state(ctx)
@@ -284,7 +326,11 @@ impl AuthMutation {
     /// gateways are disconnected. Its devices, events, commands and keys
     /// are kept for `enableUser`. The last administrator cannot be disabled
     /// (CONFLICT). Administrators only.
-    async fn disable_user(&self, ctx: &Context<'_>, id: ID) -> ApiResult<User> {
+    async fn disable_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user's id.")] id: ID,
+    ) -> ApiResult<User> {
         principal(ctx, Permission::Admin)?.require_admin()?;
         let id = input::uuid_id("user", &id)?;
         let user = state(ctx)
@@ -297,7 +343,11 @@ impl AuthMutation {
 
     /// Enables a disabled user again: it can sign in, and its API keys
     /// work again. Administrators only.
-    async fn enable_user(&self, ctx: &Context<'_>, id: ID) -> ApiResult<User> {
+    async fn enable_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user's id.")] id: ID,
+    ) -> ApiResult<User> {
         principal(ctx, Permission::Admin)?.require_admin()?;
         let id = input::uuid_id("user", &id)?;
         let user = state(ctx)
@@ -314,7 +364,11 @@ impl AuthMutation {
     /// and `deviceChanged` subscribers see each device DELETED. To keep the
     /// data, use `disableUser`. The last administrator cannot be deleted
     /// (CONFLICT). Administrators only. Returns the user as it was.
-    async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> ApiResult<User> {
+    async fn delete_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user's id.")] id: ID,
+    ) -> ApiResult<User> {
         principal(ctx, Permission::Admin)?.require_admin()?;
         let id = input::uuid_id("user", &id)?;
         let app = state(ctx);
@@ -332,8 +386,8 @@ impl AuthMutation {
     async fn change_password(
         &self,
         ctx: &Context<'_>,
-        current_password: String,
-        new_password: String,
+        #[graphql(desc = "The password the caller signs in with now.")] current_password: String,
+        #[graphql(desc = "At least 8 characters.")] new_password: String,
     ) -> ApiResult<bool> {
         let caller = principal(ctx, Permission::Admin)?;
         let app = state(ctx);
@@ -359,8 +413,9 @@ impl AuthMutation {
     async fn create_api_key(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "What the key is for (up to 100 characters), to tell keys apart.")]
         name: String,
-        permission: Permission,
+        #[graphql(desc = "READ, WRITE or ADMIN; at most the caller's own.")] permission: Permission,
     ) -> ApiResult<NewApiKey> {
         let caller = principal(ctx, Permission::Admin)?;
         input::text("name", &name, 100)?;
@@ -396,8 +451,8 @@ impl AuthMutation {
     async fn renew_connection(
         &self,
         ctx: &Context<'_>,
-        token: String,
-    ) -> ApiResult<Option<DateTime<Utc>>> {
+        #[graphql(desc = "A fresh `accessToken` of the same user.")] token: String,
+    ) -> ApiResult<Option<Timestamp>> {
         let Some(lease) = request(ctx).socket.clone() else {
             return Err(ApiError::bad_input(
                 "renewConnection is for WebSocket connections; over HTTP, send the new token with each request",
@@ -420,13 +475,17 @@ impl AuthMutation {
             ));
         }
         lease.expires.send_replace(fresh.expires_at);
-        Ok(fresh.expires_at)
+        Ok(fresh.expires_at.map(Timestamp))
     }
 
     /// Revokes one of the caller's keys (any key, for an administrator). It
     /// stops working at once; connections opened with it close (4403) on
     /// every node within a second.
-    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ApiKey> {
+    async fn revoke_api_key(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The key's id (not its secret).")] id: ID,
+    ) -> ApiResult<ApiKey> {
         let caller = principal(ctx, Permission::Admin)?;
         let id = input::uuid_id("API key", &id)?;
         let key = state(ctx)

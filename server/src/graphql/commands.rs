@@ -1,5 +1,7 @@
 //! Commands: sending them to devices, reading them, answering them.
 
+use super::connection::{Connection, connection};
+use super::scalars::Timestamp;
 use std::{
     collections::{HashSet, VecDeque},
     sync::Arc,
@@ -7,13 +9,11 @@ use std::{
 
 use async_graphql::{
     Context, ID, InputObject, Object, Subscription,
-    connection::Connection,
     futures_util::{
         Stream, StreamExt,
         stream::{self, BoxStream},
     },
 };
-use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
@@ -45,11 +45,17 @@ impl Command {
     }
 }
 
+/// A request sent to a device through its gateway (switch a relay, set a
+/// target), and the gateway's answer. It moves PENDING → DELIVERED →
+/// SUCCEEDED or FAILED, or EXPIRED when nobody answers in time;
+/// `commandUpdated` follows it.
 #[Object]
 impl Command {
+    /// The command's id (a UUID).
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
+    /// The device the command is for.
     async fn device_id(&self) -> ID {
         ID(self.0.device_id.to_string())
     }
@@ -57,9 +63,11 @@ impl Command {
     async fn service(&self) -> &str {
         &self.0.service
     }
+    /// The command's arguments, as the JSON value the sender gave.
     async fn payload(&self) -> async_graphql::Json<&Json> {
         async_graphql::Json(&self.0.payload)
     }
+    /// Where the command is in its life.
     async fn status(&self) -> CommandStatus {
         self.0.status
     }
@@ -67,29 +75,36 @@ impl Command {
     async fn result(&self) -> Option<async_graphql::Json<&Json>> {
         self.0.result.as_ref().map(async_graphql::Json)
     }
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+    /// When it was sent.
+    async fn created_at(&self) -> Timestamp {
+        self.0.created_at.into()
     }
-    async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.updated_at
+    /// When its status last changed.
+    async fn updated_at(&self) -> Timestamp {
+        self.0.updated_at.into()
     }
     /// Unanswered by then, the command is EXPIRED.
-    async fn expires_at(&self) -> DateTime<Utc> {
-        self.0.expires_at
+    async fn expires_at(&self) -> Timestamp {
+        self.0.expires_at.into()
     }
-    async fn delivered_at(&self) -> Option<DateTime<Utc>> {
-        self.0.delivered_at
+    /// When it was handed to the gateway; null before.
+    async fn delivered_at(&self) -> Option<Timestamp> {
+        self.0.delivered_at.map(Timestamp)
     }
-    async fn responded_at(&self) -> Option<DateTime<Utc>> {
-        self.0.responded_at
+    /// When the gateway answered; null before.
+    async fn responded_at(&self) -> Option<Timestamp> {
+        self.0.responded_at.map(Timestamp)
     }
 }
 
 /// Which commands to list; every field given must match.
 #[derive(InputObject, Default)]
 pub struct CommandFilter {
+    /// Commands for one of these devices.
     pub device_ids: Option<Vec<ID>>,
+    /// Commands of one of these services.
     pub services: Option<Vec<String>>,
+    /// Commands in one of these statuses.
     pub statuses: Option<Vec<CommandStatus>>,
 }
 
@@ -107,8 +122,10 @@ impl CommandFilter {
     }
 }
 
+/// A command to send, for `sendCommand`.
 #[derive(InputObject)]
 pub struct SendCommandInput {
+    /// The device the command is for; the caller must own it (or be ADMIN).
     pub device_id: ID,
     /// What to do (1–128 characters), e.g. `set`.
     pub service: String,
@@ -124,7 +141,12 @@ pub struct CommandQuery;
 
 #[Object]
 impl CommandQuery {
-    async fn command(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Command> {
+    /// One command, by id; NOT_FOUND unless the caller may see it.
+    async fn command(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The command's id.")] id: ID,
+    ) -> ApiResult<Command> {
         let caller = principal(ctx, Permission::Read)?;
         let id = input::uuid_id("command", &id)?;
         let found = state(ctx)
@@ -139,10 +161,16 @@ impl CommandQuery {
     async fn commands(
         &self,
         ctx: &Context<'_>,
-        filter: Option<CommandFilter>,
+        #[graphql(desc = "Which commands; all the caller may see when left out.")] filter: Option<
+            CommandFilter,
+        >,
+        #[graphql(
+            desc = "How many items at most, from the start or after `after`; at most the server's page size."
+        )]
         first: Option<i32>,
+        #[graphql(desc = "A cursor (`pageInfo.endCursor`, or an edge's): the items after it.")]
         after: Option<String>,
-    ) -> ApiResult<Connection<String, Command, TotalCount>> {
+    ) -> ApiResult<Connection<Command>> {
         let caller = principal(ctx, Permission::Read)?;
         let app = state(ctx);
         let limits = &app.config.limits;
@@ -152,7 +180,7 @@ impl CommandQuery {
             .store
             .list_commands(caller.scope(), &filter, args, limits.default_page_size)
             .await?;
-        Ok(input::connection(
+        Ok(connection(
             page,
             CursorKind::Command,
             |c| c.id.to_string(),
@@ -168,7 +196,12 @@ pub struct CommandMutation;
 #[Object]
 impl CommandMutation {
     /// Queues a command for a device (PENDING).
-    async fn send_command(&self, ctx: &Context<'_>, input: SendCommandInput) -> ApiResult<Command> {
+    async fn send_command(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The device, what to do and how long it may take.")]
+        input: SendCommandInput,
+    ) -> ApiResult<Command> {
         let caller = principal(ctx, Permission::Write)?;
         let app = state(ctx);
         let settings = &app.config.commands;
@@ -215,9 +248,11 @@ impl CommandMutation {
     async fn respond_command(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        success: bool,
-        result: Option<async_graphql::Json<Json>>,
+        #[graphql(desc = "The command's id, as `commands` delivered it.")] id: ID,
+        #[graphql(desc = "True for SUCCEEDED, false for FAILED.")] success: bool,
+        #[graphql(desc = "What the device answered, as a JSON value.")] result: Option<
+            async_graphql::Json<Json>,
+        >,
     ) -> ApiResult<Command> {
         let caller = principal(ctx, Permission::Write)?;
         let app = state(ctx);
@@ -288,7 +323,7 @@ impl CommandSubscription {
     async fn command_updated(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The command's id.")] id: ID,
     ) -> async_graphql::Result<BoxStream<'static, ApiResult<Command>>> {
         let caller = principal(ctx, Permission::Read)?;
         let id = input::uuid_id("command", &id)?;

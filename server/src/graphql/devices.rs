@@ -1,17 +1,17 @@
 //! Devices: listing, registering, updating, disconnecting, deleting, and
 //! their live changes.
 
+use super::connection::{Connection, connection};
+use super::scalars::Timestamp;
 use std::sync::Arc;
 
 use async_graphql::{
     Context, ID, InputObject, MaybeUndefined, Object, Subscription,
-    connection::Connection,
     futures_util::{
         StreamExt,
         stream::{self, BoxStream},
     },
 };
-use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -46,8 +46,10 @@ pub struct Device(pub device::Model);
 /// A change of a device, as `deviceChanged` streams it.
 pub struct DeviceChange(Arc<fanout::DeviceChange>);
 
+/// One change of a device, as `deviceChanged` delivers it.
 #[Object]
 impl DeviceChange {
+    /// What happened to the device.
     async fn kind(&self) -> DeviceChangeKind {
         self.0.kind
     }
@@ -57,6 +59,9 @@ impl DeviceChange {
     }
 }
 
+/// A thing a gateway brings onto the platform: a sensor, a relay, a
+/// machine. It belongs to the user whose credential registered it, and it
+/// is ONLINE while a gateway's WebSocket session hosts it.
 #[Object]
 impl Device {
     /// Server-assigned; stable for the device's life.
@@ -67,13 +72,19 @@ impl Device {
     async fn external_id(&self) -> &str {
         &self.0.external_id
     }
+    /// A name for people (up to 200 characters); the external id unless
+    /// given.
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// What kind of device it is (`thermometer`, `relay`…), as its
+    /// gateway says; `generic` unless given.
     #[graphql(name = "type")]
     async fn kind(&self) -> &str {
         &self.0.r#type
     }
+    /// Where the device is, as free text (`greenhouse`, `lab 2`); null if
+    /// never given.
     async fn location(&self) -> Option<&str> {
         self.0.location.as_deref()
     }
@@ -81,6 +92,7 @@ impl Device {
     async fn attributes(&self) -> async_graphql::Json<&Json> {
         async_graphql::Json(&self.0.attributes)
     }
+    /// ONLINE, OFFLINE or DISCONNECTED.
     async fn status(&self) -> DeviceStatus {
         self.0.status
     }
@@ -89,17 +101,20 @@ impl Device {
         self.0.connector_id.as_deref()
     }
     /// When the device was last known to be online.
-    async fn last_seen_at(&self) -> Option<DateTime<Utc>> {
-        self.0.last_seen_at
+    async fn last_seen_at(&self) -> Option<Timestamp> {
+        self.0.last_seen_at.map(Timestamp)
     }
+    /// The user the device belongs to.
     async fn owner_id(&self) -> ID {
         ID(self.0.owner_id.to_string())
     }
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+    /// When the device was first registered.
+    async fn created_at(&self) -> Timestamp {
+        self.0.created_at.into()
     }
-    async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.updated_at
+    /// When its name, type, location, attributes or status last changed.
+    async fn updated_at(&self) -> Timestamp {
+        self.0.updated_at.into()
     }
     /// The device's status changes, newest first (the dashboard's status
     /// timeline). With `since`: the changes from then on, plus the one
@@ -109,14 +124,20 @@ impl Device {
     async fn status_history(
         &self,
         ctx: &Context<'_>,
-        since: Option<DateTime<Utc>>,
-        #[graphql(default_with = "STATUS_HISTORY_PAGE")] first: i32,
+        #[graphql(desc = "Only the changes from then on, plus the one before.")] since: Option<
+            Timestamp,
+        >,
+        #[graphql(
+            default_with = "STATUS_HISTORY_PAGE",
+            desc = "How many changes at most (the newest)."
+        )]
+        first: i32,
     ) -> ApiResult<Vec<DeviceStatusChange>> {
         let app = state(ctx);
         let limit = input::page_size("first", first, 1, &app.config.limits)?;
         let changes = app
             .store
-            .device_status_history(self.0.id, since, limit)
+            .device_status_history(self.0.id, since.map(Into::into), limit)
             .await?;
         Ok(changes.into_iter().map(DeviceStatusChange).collect())
     }
@@ -125,8 +146,10 @@ impl Device {
 /// A device entered `status` at `at`.
 pub struct DeviceStatusChange(device_status_change::Model);
 
+/// A device's status changing, as `statusHistory` lists it.
 #[Object]
 impl DeviceStatusChange {
+    /// The status the device entered.
     async fn status(&self) -> DeviceStatus {
         self.0.status
     }
@@ -134,8 +157,9 @@ impl DeviceStatusChange {
     async fn connector_id(&self) -> Option<&str> {
         self.0.connector_id.as_deref()
     }
-    async fn at(&self) -> DateTime<Utc> {
-        self.0.at
+    /// When it entered it.
+    async fn at(&self) -> Timestamp {
+        self.0.at.into()
     }
 }
 
@@ -143,10 +167,15 @@ impl DeviceStatusChange {
 /// of its values).
 #[derive(InputObject, Default)]
 pub struct DeviceFilter {
+    /// Devices with one of these ids.
     pub ids: Option<Vec<ID>>,
+    /// Devices with one of these external ids.
     pub external_ids: Option<Vec<String>>,
+    /// Devices of one of these types.
     pub types: Option<Vec<String>>,
+    /// Devices at one of these locations.
     pub locations: Option<Vec<String>>,
+    /// Devices in one of these statuses.
     pub status: Option<Vec<DeviceStatus>>,
 }
 
@@ -168,6 +197,7 @@ impl DeviceFilter {
     }
 }
 
+/// A device as its gateway describes it, for `registerDevice`.
 #[derive(InputObject)]
 pub struct RegisterDeviceInput {
     /// Your id for the device (1–128 characters); registering it again
@@ -178,17 +208,24 @@ pub struct RegisterDeviceInput {
     /// Default: `generic`.
     #[graphql(name = "type")]
     pub kind: Option<String>,
+    /// Where the device is (up to 200 characters).
     pub location: Option<String>,
+    /// Anything else worth knowing about the device, as a JSON value
+    /// (within the server's payload size and depth limits).
     pub attributes: Option<async_graphql::Json<Json>>,
 }
 
+/// What changes in a device, for `updateDevice`; fields left out stay.
 #[derive(InputObject)]
 pub struct UpdateDeviceInput {
+    /// A new name (up to 200 characters).
     pub name: Option<String>,
+    /// A new type (up to 64 characters).
     #[graphql(name = "type")]
     pub kind: Option<String>,
     /// `null` clears the location.
     pub location: MaybeUndefined<String>,
+    /// New attributes, replacing the old ones whole.
     pub attributes: Option<async_graphql::Json<Json>>,
 }
 
@@ -218,7 +255,12 @@ pub struct DeviceQuery;
 
 #[Object]
 impl DeviceQuery {
-    async fn device(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Device> {
+    /// One device, by id; NOT_FOUND unless the caller may see it.
+    async fn device(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The device's id.")] id: ID,
+    ) -> ApiResult<Device> {
         let caller = principal(ctx, Permission::Read)?;
         let id = input::uuid_id("device", &id)?;
         let found = state(ctx)
@@ -233,12 +275,22 @@ impl DeviceQuery {
     async fn devices(
         &self,
         ctx: &Context<'_>,
-        filter: Option<DeviceFilter>,
+        #[graphql(desc = "Which devices; all the caller may see when left out.")] filter: Option<
+            DeviceFilter,
+        >,
+        #[graphql(
+            desc = "How many items at most, from the start or after `after`; at most the server's page size."
+        )]
         first: Option<i32>,
+        #[graphql(desc = "A cursor (`pageInfo.endCursor`, or an edge's): the items after it.")]
         after: Option<String>,
+        #[graphql(
+            desc = "How many items at most, from the end or before `before`; at most the server's page size."
+        )]
         last: Option<i32>,
+        #[graphql(desc = "A cursor (`pageInfo.startCursor`, or an edge's): the items before it.")]
         before: Option<String>,
-    ) -> ApiResult<Connection<String, Device, TotalCount>> {
+    ) -> ApiResult<Connection<Device>> {
         let caller = principal(ctx, Permission::Read)?;
         let app = state(ctx);
         let limits = &app.config.limits;
@@ -248,7 +300,7 @@ impl DeviceQuery {
             .store
             .list_devices(caller.scope(), &filter, args, limits.default_page_size)
             .await?;
-        Ok(input::connection(
+        Ok(connection(
             page,
             CursorKind::Device,
             |d| d.id.to_string(),
@@ -268,7 +320,7 @@ impl DeviceMutation {
     async fn register_device(
         &self,
         ctx: &Context<'_>,
-        input: RegisterDeviceInput,
+        #[graphql(desc = "The device's external id and description.")] input: RegisterDeviceInput,
     ) -> ApiResult<Device> {
         let caller = principal(ctx, Permission::Write)?;
         let app = state(ctx);
@@ -303,11 +355,13 @@ impl DeviceMutation {
         Ok(Device(device))
     }
 
+    /// Changes a device's name, type, location or attributes; fields left
+    /// out keep their values.
     async fn update_device(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        input: UpdateDeviceInput,
+        #[graphql(desc = "The device's id.")] id: ID,
+        #[graphql(desc = "What changes.")] input: UpdateDeviceInput,
     ) -> ApiResult<Device> {
         let caller = principal(ctx, Permission::Write)?;
         let app = state(ctx);
@@ -343,7 +397,11 @@ impl DeviceMutation {
 
     /// Takes the device off its gateway: DISCONNECTED, unbound, but kept with
     /// its history.
-    async fn disconnect_device(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Device> {
+    async fn disconnect_device(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The device's id.")] id: ID,
+    ) -> ApiResult<Device> {
         let caller = principal(ctx, Permission::Write)?;
         let id = input::uuid_id("device", &id)?;
         let app = state(ctx);
@@ -358,7 +416,11 @@ impl DeviceMutation {
     }
 
     /// Deletes the device with its events and commands. Returns its id.
-    async fn delete_device(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ID> {
+    async fn delete_device(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The device's id.")] id: ID,
+    ) -> ApiResult<ID> {
         let caller = principal(ctx, Permission::Write)?;
         let id = input::uuid_id("device", &id)?;
         let app = state(ctx);
@@ -387,7 +449,9 @@ impl DeviceSubscription {
     async fn device_changed(
         &self,
         ctx: &Context<'_>,
-        filter: Option<DeviceFilter>,
+        #[graphql(desc = "Which devices; all the caller may see when left out.")] filter: Option<
+            DeviceFilter,
+        >,
     ) -> async_graphql::Result<BoxStream<'static, ApiResult<DeviceChange>>> {
         let caller = principal(ctx, Permission::Read)?;
         let app = state(ctx);

@@ -35,6 +35,10 @@ pub enum ApiError {
     EventsPruned {
         pruned_through: i64,
     },
+    /// An automatic persisted query's hash this node does not know: the
+    /// client sends the query again with its hash (Apollo's protocol, whose
+    /// clients look for this exact message).
+    PersistedQueryNotFound,
     Internal,
 }
 
@@ -51,6 +55,7 @@ impl ApiError {
             ApiError::EventsPruned { .. } => {
                 "events after `after` were deleted by retention; resuming with the oldest event still stored"
             }
+            ApiError::PersistedQueryNotFound => "PersistedQueryNotFound",
             ApiError::Internal => "internal error",
         }
     }
@@ -64,6 +69,7 @@ impl ApiError {
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::EventsPruned { .. } => "EVENTS_PRUNED",
+            ApiError::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
             ApiError::Internal => "INTERNAL",
         }
     }

@@ -1,16 +1,16 @@
 //! Events: reading history and publishing.
 
+use super::connection::{Connection, connection};
+use super::scalars::Timestamp;
 use std::sync::Arc;
 
 use async_graphql::{
     Context, ID, InputObject, Object, Subscription,
-    connection::Connection,
     futures_util::{
         StreamExt,
         stream::{self, BoxStream},
     },
 };
-use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
 use super::{
@@ -44,15 +44,20 @@ impl Event {
     }
 }
 
+/// Something a device reported: a reading, a state change, an alarm.
+/// Stored in order, kept for the server's retention, and delivered live by
+/// the `events` subscription.
 #[Object]
 impl Event {
     /// Increases with every stored event: the cursor of subscriptions.
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
+    /// The device that reported it.
     async fn device_id(&self) -> ID {
         ID(self.0.device_id.to_string())
     }
+    /// The device that reported it; null once the device is deleted.
     async fn device(&self, ctx: &Context<'_>) -> ApiResult<Option<Device>> {
         let caller = principal(ctx, Permission::Read)?;
         match state(ctx)
@@ -69,17 +74,20 @@ impl Event {
     async fn service(&self) -> &str {
         &self.0.service
     }
+    /// What the device reported, as the JSON value it sent.
     async fn payload(&self) -> async_graphql::Json<&Json> {
         async_graphql::Json(&self.0.payload)
     }
     /// The device's clock, when it sent one.
-    async fn occurred_at(&self) -> Option<DateTime<Utc>> {
-        self.0.occurred_at
+    async fn occurred_at(&self) -> Option<Timestamp> {
+        self.0.occurred_at.map(Timestamp)
     }
     /// The server's clock when the event was stored.
-    async fn received_at(&self) -> DateTime<Utc> {
-        self.0.received_at
+    async fn received_at(&self) -> Timestamp {
+        self.0.received_at.into()
     }
+    /// The key the publisher gave, if any: publishing again with it
+    /// returns this event instead of storing another.
     async fn idempotency_key(&self) -> Option<&str> {
         self.0.idempotency_key.as_deref()
     }
@@ -88,14 +96,16 @@ impl Event {
 /// Which events to list; every field given must match.
 #[derive(InputObject, Default)]
 pub struct EventFilter {
+    /// Events of one of these devices.
     pub device_ids: Option<Vec<ID>>,
+    /// Events of one of these services.
     pub services: Option<Vec<String>>,
     /// Events of devices at these locations.
     pub locations: Option<Vec<String>>,
     /// Received at or after.
-    pub since: Option<DateTime<Utc>>,
+    pub since: Option<Timestamp>,
     /// Received before.
-    pub until: Option<DateTime<Utc>>,
+    pub until: Option<Timestamp>,
 }
 
 impl EventFilter {
@@ -108,21 +118,23 @@ impl EventFilter {
             device_ids: input::uuid_ids("device", &self.device_ids)?,
             services: self.services,
             locations: self.locations,
-            since: self.since,
-            until: self.until,
+            since: self.since.map(Into::into),
+            until: self.until.map(Into::into),
         })
     }
 }
 
+/// An event to store, for `publishEvent` and `publishEvents`.
 #[derive(InputObject)]
 pub struct EventInput {
+    /// The device the event is about; the caller must own it (or be ADMIN).
     pub device_id: ID,
     /// What happened (1–128 characters), e.g. `temperature`.
     pub service: String,
     /// At most `limits.payload_bytes` (64 KiB by default) as JSON.
     pub payload: async_graphql::Json<Json>,
     /// The device's clock.
-    pub occurred_at: Option<DateTime<Utc>>,
+    pub occurred_at: Option<Timestamp>,
     /// Retrying a publish with the same key (per device) stores the event
     /// once and returns the stored one.
     pub idempotency_key: Option<String>,
@@ -146,7 +158,7 @@ impl EventInput {
             device_id: input::uuid_id("device", &self.device_id)?,
             service: self.service,
             payload: self.payload.0,
-            occurred_at: self.occurred_at,
+            occurred_at: self.occurred_at.map(Into::into),
             idempotency_key: self.idempotency_key,
         })
     }
@@ -157,7 +169,12 @@ pub struct EventQuery;
 
 #[Object]
 impl EventQuery {
-    async fn event(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Event> {
+    /// One event, by id; NOT_FOUND unless the caller may see it.
+    async fn event(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The event's id.")] id: ID,
+    ) -> ApiResult<Event> {
         let caller = principal(ctx, Permission::Read)?;
         let id = input::event_id(&id)?;
         let found = state(ctx)
@@ -172,12 +189,22 @@ impl EventQuery {
     async fn events(
         &self,
         ctx: &Context<'_>,
-        filter: Option<EventFilter>,
+        #[graphql(desc = "Which events; all the caller may see when left out.")] filter: Option<
+            EventFilter,
+        >,
+        #[graphql(
+            desc = "How many items at most, from the start or after `after`; at most the server's page size."
+        )]
         first: Option<i32>,
+        #[graphql(desc = "A cursor (`pageInfo.endCursor`, or an edge's): the items after it.")]
         after: Option<String>,
+        #[graphql(
+            desc = "How many items at most, from the end or before `before`; at most the server's page size."
+        )]
         last: Option<i32>,
+        #[graphql(desc = "A cursor (`pageInfo.startCursor`, or an edge's): the items before it.")]
         before: Option<String>,
-    ) -> ApiResult<Connection<String, Event, TotalCount>> {
+    ) -> ApiResult<Connection<Event>> {
         let caller = principal(ctx, Permission::Read)?;
         let app = state(ctx);
         let limits = &app.config.limits;
@@ -187,7 +214,7 @@ impl EventQuery {
             .store
             .list_events(caller.scope(), &filter, args, limits.default_page_size)
             .await?;
-        Ok(input::connection(
+        Ok(connection(
             page,
             CursorKind::Event,
             |e| e.id.to_string(),
@@ -211,7 +238,11 @@ pub struct EventMutation;
 #[Object]
 impl EventMutation {
     /// Stores one event; answers once it is committed.
-    async fn publish_event(&self, ctx: &Context<'_>, input: EventInput) -> ApiResult<Event> {
+    async fn publish_event(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The event.")] input: EventInput,
+    ) -> ApiResult<Event> {
         let caller = principal(ctx, Permission::Write)?;
         let app = state(ctx);
         let new = input.into_store(&app.config.limits)?;
@@ -229,7 +260,7 @@ impl EventMutation {
     async fn publish_events(
         &self,
         ctx: &Context<'_>,
-        inputs: Vec<EventInput>,
+        #[graphql(desc = "The events, stored in this order.")] inputs: Vec<EventInput>,
     ) -> ApiResult<Vec<Event>> {
         let caller = principal(ctx, Permission::Write)?;
         let app = state(ctx);
@@ -272,7 +303,10 @@ impl EventSubscription {
     async fn events(
         &self,
         ctx: &Context<'_>,
-        filter: Option<EventFilter>,
+        #[graphql(desc = "Which events; all the caller may see when left out.")] filter: Option<
+            EventFilter,
+        >,
+        #[graphql(desc = "The id of the last event the client has: replay every later one first.")]
         after: Option<ID>,
     ) -> async_graphql::Result<BoxStream<'static, ApiResult<Event>>> {
         Ok(self.event_stream(ctx, filter, after)?)

@@ -1,7 +1,7 @@
 //! Checks on client input that the type system cannot express: lengths,
 //! sizes, id formats, page bounds and cursors.
 
-use async_graphql::{ID, connection::Connection};
+use async_graphql::ID;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::Value as Json;
 use uuid::Uuid;
@@ -10,10 +10,7 @@ use super::{
     admission::shown,
     error::{ApiError, ApiResult},
 };
-use crate::{
-    config::Limits,
-    store::{Page, PageArgs},
-};
+use crate::{config::Limits, store::PageArgs};
 
 /// A required text of 1 to `max` characters without control characters.
 pub fn text(field: &str, value: &str, max: usize) -> ApiResult<()> {
@@ -220,26 +217,6 @@ pub fn page_args<K: std::str::FromStr>(
         last: size("last", last)?,
         before: before.map(|c| decode_cursor(kind, &c)).transpose()?,
     })
-}
-
-/// Turns a store page into a Relay connection.
-pub fn connection<M, N, F>(
-    page: Page<M>,
-    kind: CursorKind,
-    key: impl Fn(&M) -> String,
-    node: impl Fn(M) -> N,
-    fields: F,
-) -> Connection<String, N, F>
-where
-    N: async_graphql::OutputType,
-    F: async_graphql::ObjectType,
-{
-    let mut connection =
-        Connection::with_additional_fields(page.has_previous_page, page.has_next_page, fields);
-    connection.edges.extend(page.items.into_iter().map(|item| {
-        async_graphql::connection::Edge::new(encode_cursor(kind, key(&item)), node(item))
-    }));
-    connection
 }
 
 #[cfg(test)]

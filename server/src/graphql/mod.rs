@@ -9,10 +9,14 @@
 //! - `admission`: size, nesting and cost limits, before any parsing.
 //! - `auth`, `devices`, `events`, `telemetry`, `commands`: one area each,
 //!   with its types; merged into [`Query`] and [`Mutation`].
+//! - `connection`: the page type of every list.
 //! - `context`: the caller and state a resolver reads.
 //! - `error`: `extensions.code` for every error.
 //! - `input`: checks on input, cursors and pages.
+//! - `introspection`: the schema's own description, as the SDL has it.
 //! - `live`: compiled subscriptions for the WebSocket transport.
+//! - `persisted`: Apollo's automatic persisted queries, bounded in bytes.
+//! - `scalars`: `DateTime`.
 //! - `totals`: `totalCount`, computed when asked for.
 
 /// What a document must satisfy before it is parsed, validated or run.
@@ -21,6 +25,8 @@ pub mod admission;
 mod auth;
 /// Commands sent to devices and their answers.
 mod commands;
+/// Relay connections: pages of a list.
+mod connection;
 /// What a resolver reads from its context.
 pub mod context;
 /// Devices and their registration.
@@ -31,20 +37,28 @@ pub mod error;
 mod events;
 /// Validation of client input, cursors and pages.
 mod input;
+/// Introspection as `schema.graphql` has it.
+mod introspection;
 /// Subscriptions delivered without per-item execution.
 pub mod live;
+/// Automatic persisted queries: a hash instead of the query text.
+pub mod persisted;
+/// `DateTime`, described for clients.
+pub mod scalars;
 /// Events summarised per time bucket.
 mod telemetry;
 /// `totalCount` of connections.
 mod totals;
 
-use async_graphql::{MergedObject, MergedSubscription, Schema};
+use async_graphql::{MergedObject, MergedSubscription, SDLExportOptions, Schema};
 
 pub use auth::validate_username;
 pub use context::{RequestContext, SocketLease};
 
 use crate::{AppState, config::Limits};
 
+/// What a client can read: the caller, users and keys, devices, events,
+/// telemetry and commands. Every list holds only what the caller may see.
 #[derive(MergedObject, Default)]
 pub struct Query(
     auth::AuthQuery,
@@ -54,6 +68,8 @@ pub struct Query(
     commands::CommandQuery,
 );
 
+/// What a client can change. Each mutation needs a credential with WRITE
+/// (devices, events, commands) or ADMIN (keys, users) permission.
 #[derive(MergedObject, Default)]
 pub struct Mutation(
     auth::AuthMutation,
@@ -62,6 +78,9 @@ pub struct Mutation(
     commands::CommandMutation,
 );
 
+/// Live updates over the WebSocket at `/graphql` (graphql-transport-ws,
+/// or the legacy graphql-ws protocol). Each one delivers only what the
+/// caller may see.
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(
     events::EventSubscription,
@@ -82,6 +101,7 @@ fn builder(limits: &Limits) -> async_graphql::SchemaBuilder<Query, Mutation, Sub
     // runs before validation (async-graphql's own counts neither).
     .extension(admission::Admission(std::sync::Arc::new(limits.clone())))
     .extension(error::ErrorCodes)
+    .extension(introspection::NoSchemaDescription)
 }
 
 /// The schema, serving `state`.
@@ -92,7 +112,9 @@ pub fn schema(state: AppState) -> FerriteSchema {
 
 /// The schema in SDL, as `schema.graphql` holds it.
 pub fn sdl() -> String {
-    builder(&Limits::default()).finish().sdl()
+    builder(&Limits::default())
+        .finish()
+        .sdl_with_options(SDLExportOptions::new().include_specified_by())
 }
 
 /// The checks `publishEvent` applies to a payload (for the fuzzer).

@@ -1,8 +1,8 @@
 //! `telemetry`: a number from one device's events, per time bucket — the
 //! history behind a chart, at the resolution the chart can show.
 
+use super::scalars::Timestamp;
 use async_graphql::{Context, ID, Object};
-use chrono::{DateTime, Utc};
 
 use super::{
     context::{principal, state},
@@ -20,23 +20,29 @@ const FIELD_CHARS_MAX: usize = 256;
 /// `end` exclusive. A bucket without a value has `count` 0 and the rest null.
 pub struct TelemetryBucket(store::TelemetryBucket);
 
+/// What one bucket's events said about the field. `start` is inclusive,
+/// `end` exclusive. A bucket without a value has `count` 0 and the rest null.
 #[Object]
 impl TelemetryBucket {
-    async fn start(&self) -> DateTime<Utc> {
-        self.0.start
+    /// Where the bucket begins (inclusive): `from` plus a whole number of
+    /// `bucketSeconds`.
+    async fn start(&self) -> Timestamp {
+        self.0.start.into()
     }
     /// `start` plus `bucketSeconds`, or `to` for a shorter last bucket.
-    async fn end(&self) -> DateTime<Utc> {
-        self.0.end
+    async fn end(&self) -> Timestamp {
+        self.0.end.into()
     }
     /// Events in the bucket whose field holds a number or a boolean (at
     /// most 2 147 483 647, GraphQL's largest Int).
     async fn count(&self) -> i32 {
         i32::try_from(self.0.count).unwrap_or(i32::MAX)
     }
+    /// The smallest value; null for an empty bucket.
     async fn min(&self) -> Option<f64> {
         self.0.min
     }
+    /// The largest value; null for an empty bucket.
     async fn max(&self) -> Option<f64> {
         self.0.max
     }
@@ -85,13 +91,16 @@ impl TelemetryQuery {
     async fn telemetry(
         &self,
         ctx: &Context<'_>,
-        device_id: ID,
-        service: String,
+        #[graphql(desc = "The device whose events count.")] device_id: ID,
+        #[graphql(desc = "The events' service, e.g. `temperature`.")] service: String,
+        #[graphql(
+            desc = "Where the number is in the payload: `\"\"`, `\"celsius\"` or `\"env.temperature\"`."
+        )]
         field: String,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        bucket_seconds: i32,
-        as_of: Option<ID>,
+        #[graphql(desc = "Where the first bucket starts (inclusive).")] from: Timestamp,
+        #[graphql(desc = "Where the last bucket ends (exclusive).")] to: Timestamp,
+        #[graphql(desc = "Each bucket's width in seconds (1 or more).")] bucket_seconds: i32,
+        #[graphql(desc = "Only events with ids up to this one count.")] as_of: Option<ID>,
     ) -> ApiResult<Vec<TelemetryBucket>> {
         let caller = principal(ctx, Permission::Read)?;
         let app = state(ctx);
@@ -106,8 +115,8 @@ impl TelemetryQuery {
             device_id: input::uuid_id("device", &device_id)?,
             service,
             field: field_path(&field)?,
-            from,
-            to,
+            from: from.into(),
+            to: to.into(),
             bucket_seconds: i64::from(bucket_seconds),
             as_of: as_of.map(|id| input::event_position(&id)).transpose()?,
         };

@@ -36,7 +36,7 @@ use crate::{
     AppState,
     auth::AuthError,
     config::Limits,
-    graphql::{FerriteSchema, RequestContext, admission, live},
+    graphql::{FerriteSchema, RequestContext, admission, live, persisted::PersistedQueries},
     store::entity::Role,
 };
 
@@ -75,6 +75,8 @@ struct Shared {
     open_sockets: mpsc::Sender<()>,
     /// Compiled `events` subscriptions, shared by identical selections.
     plans: live::Plans,
+    /// Automatic persisted queries, by hash.
+    persisted: PersistedQueries,
     /// The built pages (`web/`): the dashboard, and GraphiQL for `/graphql`.
     pages: Router,
 }
@@ -113,6 +115,7 @@ pub fn router(app: AppState, schema: FerriteSchema, sockets: SocketShutdown) -> 
         .fallback_service(pages.clone())
         .layer(axum::middleware::map_response(security_headers))
         .with_state(HttpState(Arc::new(Shared {
+            persisted: PersistedQueries::new(app.config.limits.persisted_queries_bytes),
             app,
             schema,
             shutdown: sockets.shutdown,
@@ -580,15 +583,23 @@ async fn graphql_post(
     execute(&state, request, context, format).await
 }
 
-/// Checks the document's size, nesting and cost before anything else looks
-/// into it (see `graphql::admission`); a refusal is answered as a request
-/// error.
+/// Fills in a persisted query from its hash (see `graphql::persisted`),
+/// then checks the document's size, nesting and cost before anything else
+/// looks into it (see `graphql::admission`), and remembers a query sent
+/// with its hash once it passed. A refusal is answered as a request error.
 fn refusal(
     state: &HttpState,
     request: &mut async_graphql::Request,
     format: Format,
 ) -> Option<Response> {
-    let error = admission::admit(request, &state.app.config.limits).err()?;
+    let admitted = state.persisted.resolve(request).and_then(|registration| {
+        admission::admit(request, &state.app.config.limits)?;
+        if let Some(registration) = registration {
+            state.persisted.remember(registration, &request.query);
+        }
+        Ok(())
+    });
+    let error = admitted.err()?;
     Some(request_error_response(format, &[error]))
 }
 
@@ -617,7 +628,8 @@ pub enum BodyError {
 
 /// Reads a `POST /graphql` body: its nesting is scanned before serde_json
 /// builds anything, then it must be one JSON object (serde would also read
-/// a struct from an array; batches are not supported) with a query.
+/// a struct from an array; batches are not supported) with a query, or
+/// with a persisted query's hash in its place.
 pub fn request_from_body(
     bytes: &[u8],
     limits: &Limits,
@@ -629,7 +641,57 @@ pub fn request_from_body(
     }
     let request = serde_json::from_slice::<async_graphql::Request>(bytes)
         .map_err(|err| BodyError::Malformed(err.to_string()))?;
-    if request.query.trim().is_empty() {
+    if !has_query(&request) {
+        return Err(BodyError::NoQuery);
+    }
+    Ok(request)
+}
+
+/// A query, or the hash of a persisted one.
+fn has_query(request: &async_graphql::Request) -> bool {
+    !request.query.trim().is_empty() || request.extensions.contains_key("persistedQuery")
+}
+
+/// Reads a `GET /graphql` query string: `query`, `operationName`, and
+/// `variables` and `extensions` as JSON, whose nesting is scanned before
+/// serde_json builds anything (as a POST body's is).
+pub fn request_from_query_string(
+    query_string: &str,
+    limits: &Limits,
+) -> Result<async_graphql::Request, BodyError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Params {
+        #[serde(default)]
+        query: String,
+        operation_name: Option<String>,
+        variables: Option<String>,
+        extensions: Option<String>,
+    }
+    let params: Params = serde_urlencoded::from_str(query_string)
+        .map_err(|err| BodyError::Malformed(err.to_string()))?;
+    let json = |name: &str, text: Option<String>| -> Result<serde_json::Value, BodyError> {
+        let Some(text) = text else {
+            return Ok(serde_json::Value::Null);
+        };
+        admission::scan_json(text.as_bytes(), limits.json_depth + 1)
+            .and_then(|()| serde_json::from_str(&text).map_err(|err| err.to_string()))
+            .map_err(|err| BodyError::Malformed(format!("`{name}` is not JSON: {err}")))
+    };
+    let mut request = async_graphql::Request::new(params.query);
+    request.operation_name = params.operation_name;
+    let variables = json("variables", params.variables)?;
+    if !variables.is_null() {
+        request.variables = async_graphql::Variables::from_json(variables);
+    }
+    if let serde_json::Value::Object(extensions) = json("extensions", params.extensions)? {
+        for (name, value) in extensions {
+            let value = async_graphql::Value::from_json(value)
+                .map_err(|err| BodyError::Malformed(format!("`extensions`: {err}")))?;
+            request.extensions.insert(name, value);
+        }
+    }
+    if !has_query(&request) {
         return Err(BodyError::NoQuery);
     }
     Ok(request)
@@ -676,9 +738,10 @@ async fn graphql_get(
     if query.is_empty() && wants_html {
         return graphiql(&state, headers).await;
     }
-    let mut request = match async_graphql::http::parse_query_string(&query) {
+    let mut request = match request_from_query_string(&query, &state.app.config.limits) {
         Ok(request) => request,
-        Err(err) => {
+        Err(BodyError::NoQuery) => return missing_query(format),
+        Err(BodyError::Malformed(err)) => {
             return error_response(
                 format,
                 StatusCode::BAD_REQUEST,
@@ -687,9 +750,6 @@ async fn graphql_get(
             );
         }
     };
-    if request.query.trim().is_empty() {
-        return missing_query(format);
-    }
     if let Some(refused) = refusal(&state, &mut request, format) {
         return refused;
     }

@@ -533,8 +533,17 @@ impl Connection {
     ) -> Results {
         let end = || stream::once(async { Output::End });
         // Before `live::compile` parses the document: a refusal is a request
-        // error, sent as any other (an `error` message, no `complete`).
-        if let Err(refused) = admission::admit(&mut request, &self.state.app.config.limits) {
+        // error, sent as any other (an `error` message, no `complete`). A
+        // persisted query's hash is resolved first, as over HTTP.
+        let persisted = &self.state.persisted;
+        let admitted = persisted.resolve(&mut request).and_then(|registration| {
+            admission::admit(&mut request, &self.state.app.config.limits)?;
+            if let Some(registration) = registration {
+                persisted.remember(registration, &request.query);
+            }
+            Ok(())
+        });
+        if let Err(refused) = admitted {
             return failed(refused);
         }
         let schema = &self.state.schema;

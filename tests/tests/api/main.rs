@@ -14,6 +14,7 @@ mod hostile;
 mod http;
 mod metrics;
 mod operations;
+mod persisted;
 mod readme;
 mod realtime;
 mod revocation;

@@ -323,7 +323,7 @@ fn id(out: &mut Vec<u8>, id: impl ToString) {
     json(out, &id.to_string());
 }
 
-/// A `DateTime`, as async-graphql's chrono scalar writes it.
+/// A `DateTime`, as [`super::super::scalars::Timestamp`] writes it.
 fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339()
 }

@@ -23,8 +23,11 @@ use sea_orm::entity::prelude::*;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, async_graphql::Enum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
 pub enum Role {
+    /// Sees and manages everything: every user's devices, events,
+    /// commands and keys, and the users themselves.
     #[sea_orm(string_value = "ADMIN")]
     Admin,
+    /// Sees and manages only its own devices, events, commands and keys.
     #[sea_orm(string_value = "MEMBER")]
     Member,
 }
