@@ -2,7 +2,8 @@
 # Runs every check and test of Ferrite: formatting, clippy, the unit and
 # end-to-end tests on SQLite and on a real PostgreSQL, and the dashboard's
 # type check, unit tests (Vitest) and browser tests (Debian's Chromium,
-# installed first if missing).
+# installed first if missing), and the client examples in examples/
+# (TypeScript and Python, against the real server).
 #
 # PostgreSQL: a throwaway cluster is started on a private port (installed
 # from Debian's packages first if missing) and removed afterwards. Set
@@ -54,3 +55,16 @@ echo "==> web: browser tests (screenshots in target/dashboard-screenshots)"
 # has just built for the CLI tests (a separate `cargo build` would compile
 # again with other features unified).
 node web/e2e/run.mjs
+
+# The client examples, against the same debug server: TypeScript (graphql-ws,
+# Apollo Client, urql) with packages from examples/typescript's lock file,
+# Python (gql) with packages pinned by hash in a virtualenv under target/.
+echo "==> client examples: TypeScript and Python"
+(cd examples/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+if [[ ! -x target/python/bin/python ]] || ! cmp -s examples/python/requirements.txt target/python/requirements.txt; then
+  rm -rf target/python
+  python3 -m venv target/python
+  target/python/bin/pip install --quiet --disable-pip-version-check --require-hashes -r examples/python/requirements.txt
+  cp examples/python/requirements.txt target/python/requirements.txt
+fi
+(cd examples/typescript && npm test --silent)

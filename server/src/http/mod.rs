@@ -2,9 +2,10 @@
 //! GraphiQL, health, metrics.
 //!
 //! `/graphql` follows the GraphQL-over-HTTP spec: POST with an
-//! `application/json` body, or GET with `query`, `variables` and
-//! `operationName` in the query string (queries only; a mutation over GET is
-//! refused with 405). Responses are `application/json` unless the client
+//! `application/json` body, or GET with `query`, `variables`,
+//! `operationName` and `extensions` in the query string (queries only; a
+//! mutation over GET is refused with 405). Either may carry a persisted
+//! query's hash instead of the query (`graphql::persisted`). Responses are `application/json` unless the client
 //! accepts `application/graphql-response+json`, in which case a request that
 //! does not parse or validate is answered with 400. A browser's GET without a
 //! query gets GraphiQL.
@@ -727,7 +728,7 @@ async fn graphql_get(
             )
                 .into_response();
         }
-        return ws::upgrade(upgrade, state, client);
+        return ws::upgrade(upgrade, state, client, &headers);
     }
     let format = Format::of(&headers);
     let query = query.unwrap_or_default();

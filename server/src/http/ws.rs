@@ -34,6 +34,7 @@ use async_graphql::{
 };
 use axum::{
     extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+    http::{HeaderMap, HeaderValue, header},
     response::Response as HttpResponse,
 };
 use chrono::{DateTime, Utc};
@@ -76,11 +77,38 @@ enum Protocol {
     Legacy,
 }
 
+/// The client's first choice among the protocols we speak: RFC 6455 has
+/// the client list them "ordered by preference" (axum keeps them in a set,
+/// so the order is read here). Python's gql offers `graphql-ws,
+/// graphql-transport-ws` and, as it misses our lower-case
+/// `sec-websocket-protocol` response header, speaks its first choice:
+/// honouring the order is what makes gql work unconfigured.
+fn preferred_protocol(headers: &HeaderMap) -> Option<&'static str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|offered| match offered.trim() {
+            TRANSPORT_WS => Some(TRANSPORT_WS),
+            LEGACY_WS => Some(LEGACY_WS),
+            _ => None,
+        })
+}
+
 /// Accepts the upgrade with small buffers and a bounded message size.
-pub(super) fn upgrade(ws: WebSocketUpgrade, state: HttpState, client: SocketAddr) -> HttpResponse {
+pub(super) fn upgrade(
+    ws: WebSocketUpgrade,
+    state: HttpState,
+    client: SocketAddr,
+    headers: &HeaderMap,
+) -> HttpResponse {
     let settings = &state.app.config.websocket;
+    let mut ws = ws;
+    if let Some(chosen) = preferred_protocol(headers) {
+        ws.set_selected_protocol(HeaderValue::from_static(chosen));
+    }
     let ws = ws
-        .protocols([TRANSPORT_WS, LEGACY_WS])
         .read_buffer_size(settings.read_buffer_bytes)
         .write_buffer_size(settings.write_buffer_bytes)
         .max_message_size(settings.max_message_bytes)

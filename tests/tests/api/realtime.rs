@@ -1256,3 +1256,59 @@ async fn device_and_command_subscriptions_send_exactly_what_async_graphql_sends(
         assert_eq!(statuses, expected, "command {command}");
     }
 }
+
+/// The subprotocol is the client's first choice among the two the server
+/// speaks (RFC 6455: offered "ordered by preference"), whatever order the
+/// header lists others in. Python's gql offers the legacy one first and,
+/// missing the lower-case response header, speaks it: that is what makes
+/// gql work unconfigured (its own test: examples/typescript/test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_preferred_subprotocol_is_chosen() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    // A raw handshake: client libraries check the answer against their
+    // own offer, and some would refuse a comma-separated header.
+    let chosen = |offers: Vec<&'static str>| async move {
+        let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let mut request = format!(
+            "GET /graphql HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            app.addr
+        );
+        for offer in offers {
+            request.push_str(&format!("Sec-WebSocket-Protocol: {offer}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0];
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        head.lines()
+            .find_map(|line| line.strip_prefix("sec-websocket-protocol: "))
+            .map(str::to_owned)
+    };
+    for (offers, expected) in [
+        (vec!["graphql-ws, graphql-transport-ws"], "graphql-ws"),
+        (
+            vec!["graphql-transport-ws, graphql-ws"],
+            "graphql-transport-ws",
+        ),
+        (vec!["mqtt, graphql-ws"], "graphql-ws"),
+        (
+            vec!["mqtt", "graphql-transport-ws", "graphql-ws"],
+            "graphql-transport-ws",
+        ),
+        (vec!["graphql-ws", "graphql-transport-ws"], "graphql-ws"),
+    ] {
+        assert_eq!(
+            chosen(offers.clone()).await.as_deref(),
+            Some(expected),
+            "{offers:?}"
+        );
+    }
+}

@@ -1,0 +1,98 @@
+// The Python example (examples/python/follow_events.py, on gql) against the
+// real server, driven from here so it shares the harness: it signs in,
+// follows `events(after:)` from an id, and prints every later event exactly
+// once, in order, across a server restart. Its packages come from
+// examples/python/requirements.txt (hashes) in target/python, which
+// scripts/test.sh creates; FERRITE_PYTHON names another interpreter.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import { ADMIN_PASSWORD, Server, eventually } from '../../../web/e2e/harness.mjs';
+import { Lines, publish, registerDevice } from './support.mjs';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const example = join(root, 'examples/python/follow_events.py');
+const python = process.env.FERRITE_PYTHON ?? join(root, 'target/python/bin/python');
+let server;
+let follower;
+
+before(async () => {
+  assert.ok(existsSync(python), `${python} is missing: run scripts/test.sh, which installs examples/python/requirements.txt there`);
+  server = await Server.start();
+});
+
+after(async () => {
+  follower?.kill('SIGKILL');
+  await server?.cleanup();
+});
+
+test('gql follows events from an id, across a restart, without loss or repeat', async () => {
+  const admin = await server.login('admin', ADMIN_PASSWORD);
+  const device = await registerDevice(server, admin, 'py-follower-device');
+  const before = await publish(server, admin, device, 3);
+
+  follower = spawn(python, [example, before[0]], {
+    env: { ...process.env, FERRITE_URL: server.origin, FERRITE_USERNAME: 'admin', FERRITE_PASSWORD: ADMIN_PASSWORD },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines = new Lines(follower);
+  await eventually('the replay', 20_000, () => lines.events().length >= 2);
+
+  const live = await publish(server, admin, device, 3);
+  await eventually('the live events', 15_000, () => lines.events().length >= 5);
+
+  await server.restart();
+  const token = await server.login('admin', ADMIN_PASSWORD);
+  const missed = await publish(server, token, device, 4);
+  await eventually('the missed events', 30_000, () => lines.events().length >= 9);
+  const later = await publish(server, token, device, 2);
+  await eventually('the later events', 15_000, () => lines.events().length >= 11);
+
+  const expected = [...before.slice(1), ...live, ...missed, ...later];
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  assert.deepEqual(lines.events().map((event) => event.id), expected, lines.stderr());
+});
+
+test("gql's documented WebsocketsTransport works unconfigured: a query and a subscription", async () => {
+  const admin = await server.login('admin', ADMIN_PASSWORD);
+  const device = await registerDevice(server, admin, 'py-default-transport');
+  // gql as its documentation shows it, no `subprotocols`: it offers the
+  // legacy protocol first, and the server honours that preference.
+  const script = `
+import asyncio, json, sys
+from gql import Client, gql
+from gql.transport.websockets import WebsocketsTransport
+
+async def main():
+    transport = WebsocketsTransport(
+        url=sys.argv[1], init_payload={"Authorization": "Bearer " + sys.argv[2]}
+    )
+    async with Client(transport=transport) as session:
+        me = await session.execute(gql("{ me { permission } }"))
+        print(json.dumps(me), flush=True)
+        async for result in session.subscribe(gql("subscription { events { id service } }")):
+            print(json.dumps(result), flush=True)
+            return
+
+asyncio.run(main())
+`;
+  const child = spawn(python, ['-c', script, `${server.origin.replace('http', 'ws')}/graphql`, admin], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines = new Lines(child);
+  try {
+    await eventually('the query', 20_000, () => lines.events().length >= 1);
+    assert.deepEqual(lines.events()[0], { me: { permission: 'ADMIN' } });
+    await eventually('a live event', 20_000, async () => {
+      await publish(server, admin, device, 1);
+      return lines.events().length >= 2;
+    });
+    assert.equal(lines.events()[1].events.service, 'temperature', lines.stderr());
+  } finally {
+    child.kill('SIGKILL');
+  }
+});
