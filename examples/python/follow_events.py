@@ -83,8 +83,9 @@ class Session:
                     {"t": self.tokens["refreshToken"]},
                 )["refresh"]
                 return self.tokens["accessToken"]
-            except GraphQLError:
-                pass  # refused (password changed, session revoked): sign in again
+            except GraphQLError as error:
+                # Refused (password changed, session revoked): sign in again.
+                print(f"ferrite: refresh refused ({error}); signing in again", file=sys.stderr)
         self.tokens = self.graphql(
             f"mutation($u: String!, $p: String!) {{ login(username: $u, password: $p) {{ {TOKENS} }} }}",
             {"u": self.username, "p": self.password},

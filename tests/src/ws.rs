@@ -185,6 +185,12 @@ pub async fn initialised(
 
 /// Waits for the server to close the socket and returns the close code.
 pub async fn close_code(socket: &mut RawSocket) -> Option<u16> {
+    close_frame(socket).await.map(|(code, _)| code)
+}
+
+/// Waits for the server to close the socket and returns the close code and
+/// reason.
+pub async fn close_frame(socket: &mut RawSocket) -> Option<(u16, String)> {
     // One deadline for the whole wait: keep-alive pings must not extend it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -193,7 +199,9 @@ pub async fn close_code(socket: &mut RawSocket) -> Option<u16> {
             .expect("the server closes within 15 s");
         match frame {
             None | Some(Err(_)) => return None,
-            Some(Ok(tungstenite::Message::Close(frame))) => return frame.map(|f| f.code.into()),
+            Some(Ok(tungstenite::Message::Close(frame))) => {
+                return frame.map(|f| (f.code.into(), f.reason.to_string()));
+            }
             Some(Ok(_)) => continue,
         }
     }

@@ -76,6 +76,7 @@ export class Session {
         // A refresh token is refused after a password change or a revoked
         // session: sign in again (and fail loudly if that is refused too).
         if (!(error instanceof GraphQLRequestError)) throw error;
+        console.error(`ferrite: refresh refused (${error.message}); signing in again`);
       }
     }
     const { login } = await this.graphql<{ login: Tokens }>(

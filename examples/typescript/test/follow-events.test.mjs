@@ -16,7 +16,10 @@ let server;
 let follower;
 
 before(async () => {
-  server = await Server.start();
+  // Access tokens of 8 s: the server closes the follower's socket (4403)
+  // when its token runs out, and the follower must come back with a
+  // refreshed one (session.ts / Session.access_token).
+  server = await Server.start({ FERRITE_ACCESS_TOKEN_TTL_SECONDS: '8' });
 });
 
 after(async () => {
@@ -24,7 +27,7 @@ after(async () => {
   await server?.cleanup();
 });
 
-test('follows events from an id, across a restart, without loss or repeat', async () => {
+test('follows events from an id, across token expiry and a restart, without loss or repeat', async () => {
   const admin = await server.login('admin', ADMIN_PASSWORD);
   const device = await registerDevice(server, admin, 'ts-follower-device');
   const before = await publish(server, admin, device, 3);
@@ -40,18 +43,27 @@ test('follows events from an id, across a restart, without loss or repeat', asyn
   const live = await publish(server, admin, device, 3);
   await eventually('the live events', 15_000, () => lines.events().length >= 5);
 
+  // Past the first access token's expiry: the socket was closed with 4403
+  // and reopened with a refreshed token.
+  await new Promise((resolve) => setTimeout(resolve, 9_000));
+  const fresh = await server.login('admin', ADMIN_PASSWORD);
+  const afterExpiry = await publish(server, fresh, device, 2);
+  await eventually('the events after the token expired', 20_000, () => lines.events().length >= 7);
+
   await server.restart();
   // Published at once, while the example is still reconnecting.
   const token = await server.login('admin', ADMIN_PASSWORD);
   const missed = await publish(server, token, device, 4);
   const later = [];
   await eventually('the missed events', 30_000, async () => {
-    if (lines.events().length >= 9 && later.length === 0) later.push(...(await publish(server, token, device, 2)));
-    return lines.events().length >= 11;
+    if (lines.events().length >= 11 && later.length === 0) later.push(...(await publish(server, token, device, 2)));
+    return lines.events().length >= 13;
   });
 
-  const expected = [...before.slice(1), ...live, ...missed, ...later];
+  const expected = [...before.slice(1), ...live, ...afterExpiry, ...missed, ...later];
   // Give a duplicate the chance to show up before comparing.
   await new Promise((resolve) => setTimeout(resolve, 500));
   assert.deepEqual(lines.events().map((event) => event.id), expected, lines.stderr());
+  // The token was refreshed, not replaced by signing in again.
+  assert.doesNotMatch(lines.stderr(), /refresh refused/);
 });

@@ -22,7 +22,10 @@ let follower;
 
 before(async () => {
   assert.ok(existsSync(python), `${python} is missing: run scripts/test.sh, which installs examples/python/requirements.txt there`);
-  server = await Server.start();
+  // Access tokens of 8 s: the server closes the follower's socket (4403)
+  // when its token runs out, and the follower must come back with a
+  // refreshed one (session.ts / Session.access_token).
+  server = await Server.start({ FERRITE_ACCESS_TOKEN_TTL_SECONDS: '8' });
 });
 
 after(async () => {
@@ -30,7 +33,7 @@ after(async () => {
   await server?.cleanup();
 });
 
-test('gql follows events from an id, across a restart, without loss or repeat', async () => {
+test('gql follows events from an id, across token expiry and a restart, without loss or repeat', async () => {
   const admin = await server.login('admin', ADMIN_PASSWORD);
   const device = await registerDevice(server, admin, 'py-follower-device');
   const before = await publish(server, admin, device, 3);
@@ -45,16 +48,24 @@ test('gql follows events from an id, across a restart, without loss or repeat', 
   const live = await publish(server, admin, device, 3);
   await eventually('the live events', 15_000, () => lines.events().length >= 5);
 
+  // Past the first access token's expiry (see above).
+  await new Promise((resolve) => setTimeout(resolve, 9_000));
+  const fresh = await server.login('admin', ADMIN_PASSWORD);
+  const afterExpiry = await publish(server, fresh, device, 2);
+  await eventually('the events after the token expired', 20_000, () => lines.events().length >= 7);
+
   await server.restart();
   const token = await server.login('admin', ADMIN_PASSWORD);
   const missed = await publish(server, token, device, 4);
-  await eventually('the missed events', 30_000, () => lines.events().length >= 9);
+  await eventually('the missed events', 30_000, () => lines.events().length >= 11);
   const later = await publish(server, token, device, 2);
-  await eventually('the later events', 15_000, () => lines.events().length >= 11);
+  await eventually('the later events', 15_000, () => lines.events().length >= 13);
 
-  const expected = [...before.slice(1), ...live, ...missed, ...later];
+  const expected = [...before.slice(1), ...live, ...afterExpiry, ...missed, ...later];
   await new Promise((resolve) => setTimeout(resolve, 500));
   assert.deepEqual(lines.events().map((event) => event.id), expected, lines.stderr());
+  // The token was refreshed, not replaced by signing in again.
+  assert.doesNotMatch(lines.stderr(), /refresh refused/);
 });
 
 test("gql's documented WebsocketsTransport works unconfigured: a query and a subscription", async () => {

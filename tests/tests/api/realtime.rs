@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use ferrite_e2e::{
     Backend, TestApp, metric_sample, on_both_backends,
-    ws::{Inbox, Op, RawSocket, close_code, next_json, next_text, run_once, send_json},
+    ws::{
+        Inbox, Op, RawSocket, close_code, close_frame, next_json, next_text, run_once, send_json,
+    },
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -572,11 +574,27 @@ async fn a_connection_closes_when_its_token_expires_unless_renewed(backend: Back
     let admin = app.admin_token().await;
     let init = |token: &str| json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
 
-    // Not renewed: closed with 4403 once the token runs out.
+    // Not renewed: closed with 4403 once the token runs out, with a reason
+    // that tells expiry (refresh, reconnect) from a bad credential (stop).
     let mut socket = app.raw_socket("graphql-transport-ws").await;
     send_json(&mut socket, init(&admin)).await;
     assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
-    assert_eq!(close_code(&mut socket).await, Some(4403));
+    let (code, reason) = close_frame(&mut socket).await.unwrap();
+    assert_eq!(code, 4403);
+    assert!(reason.starts_with("the token has expired"), "{reason}");
+    // Presenting the expired token again: closed, saying why (at once, or
+    // right after the ack while within the validation leeway).
+    let mut socket = app.raw_socket("graphql-transport-ws").await;
+    send_json(&mut socket, init(&admin)).await;
+    let (code, reason) = close_frame(&mut socket).await.unwrap();
+    assert_eq!(code, 4403);
+    assert!(reason.contains("expired"), "{reason}");
+    // A forged one: a different reason.
+    let mut socket = app.raw_socket("graphql-transport-ws").await;
+    send_json(&mut socket, init("not-a-token")).await;
+    let (code, reason) = close_frame(&mut socket).await.unwrap();
+    assert_eq!(code, 4403);
+    assert!(!reason.contains("expired"), "{reason}");
 
     // Renewed in time with a newer access token of the same user: the
     // connection outlives the token it was opened with.
