@@ -1,7 +1,7 @@
 // The Python example (examples/python/follow_events.py, on gql) against the
 // real server, driven from here so it shares the harness: it signs in,
 // follows `events(after:)` from an id, and prints every later event exactly
-// once, in order, across a server restart. Its packages come from
+// once, in order, across its token's expiry and a server restart. Its packages come from
 // examples/python/requirements.txt (hashes) in target/python, which
 // scripts/test.sh creates; FERRITE_PYTHON names another interpreter.
 
@@ -12,13 +12,12 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { ADMIN_PASSWORD, Server, eventually } from '../../../web/e2e/harness.mjs';
-import { Lines, publish, registerDevice } from './support.mjs';
+import { Lines, followThroughExpiryAndRestart, publish, registerDevice } from './support.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const example = join(root, 'examples/python/follow_events.py');
 const python = process.env.FERRITE_PYTHON ?? join(root, 'target/python/bin/python');
 let server;
-let follower;
 
 before(async () => {
   assert.ok(existsSync(python), `${python} is missing: run scripts/test.sh, which installs examples/python/requirements.txt there`);
@@ -29,43 +28,16 @@ before(async () => {
 });
 
 after(async () => {
-  follower?.kill('SIGKILL');
   await server?.cleanup();
 });
 
 test('gql follows events from an id, across token expiry and a restart, without loss or repeat', async () => {
-  const admin = await server.login('admin', ADMIN_PASSWORD);
-  const device = await registerDevice(server, admin, 'py-follower-device');
-  const before = await publish(server, admin, device, 3);
-
-  follower = spawn(python, [example, before[0]], {
-    env: { ...process.env, FERRITE_URL: server.origin, FERRITE_USERNAME: 'admin', FERRITE_PASSWORD: ADMIN_PASSWORD },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines = new Lines(follower);
-  await eventually('the replay', 20_000, () => lines.events().length >= 2);
-
-  const live = await publish(server, admin, device, 3);
-  await eventually('the live events', 15_000, () => lines.events().length >= 5);
-
-  // Past the first access token's expiry (see above).
-  await new Promise((resolve) => setTimeout(resolve, 9_000));
-  const fresh = await server.login('admin', ADMIN_PASSWORD);
-  const afterExpiry = await publish(server, fresh, device, 2);
-  await eventually('the events after the token expired', 20_000, () => lines.events().length >= 7);
-
-  await server.restart();
-  const token = await server.login('admin', ADMIN_PASSWORD);
-  const missed = await publish(server, token, device, 4);
-  await eventually('the missed events', 30_000, () => lines.events().length >= 11);
-  const later = await publish(server, token, device, 2);
-  await eventually('the later events', 15_000, () => lines.events().length >= 13);
-
-  const expected = [...before.slice(1), ...live, ...afterExpiry, ...missed, ...later];
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  assert.deepEqual(lines.events().map((event) => event.id), expected, lines.stderr());
-  // The token was refreshed, not replaced by signing in again.
-  assert.doesNotMatch(lines.stderr(), /refresh refused/);
+  await followThroughExpiryAndRestart(server, ADMIN_PASSWORD, (after) =>
+    spawn(python, [example, after], {
+      env: { ...process.env, FERRITE_URL: server.origin, FERRITE_USERNAME: 'admin', FERRITE_PASSWORD: ADMIN_PASSWORD },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  );
 });
 
 test("gql's documented WebsocketsTransport works unconfigured: a query and a subscription", async () => {
