@@ -50,7 +50,7 @@ use super::{HttpState, Rendered, to_json_within, too_large_error};
 use uuid::Uuid;
 
 use crate::{
-    auth::{Auth, Principal, Standing},
+    auth::{Auth, AuthError, Principal, Standing},
     config::Limits,
     graphql::{RequestContext, SocketLease, admission, error::ApiError, live},
     metrics::GaugeGuard,
@@ -498,7 +498,12 @@ impl Connection {
             .auth
             .authenticate(token)
             .await
-            .map_err(|_| "the token is not valid")?;
+            .map_err(|err| match err {
+                // "has expired" or "is not valid": a client refreshes its
+                // token after the first and stops after the second.
+                AuthError::Unauthenticated(reason) => reason,
+                _ => "the token could not be checked; try again later",
+            })?;
         let session = connector_id.map(|connector_id| ConnectorSession {
             id: Uuid::new_v4(),
             node_id: self.state.app.presence.node_id(),

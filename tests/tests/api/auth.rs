@@ -108,6 +108,22 @@ async fn expired_forged_and_garbage_jwts_are_rejected(backend: Backend) {
         .await;
     assert!(expired_answer.error_message().contains("expired"));
 
+    // On a WebSocket the close reason says the same: expired (refresh and
+    // reconnect) apart from not valid (stop).
+    for (token, expected) in [
+        (expired.as_str(), "Forbidden: the access token has expired"),
+        (forged.as_str(), "Forbidden: the access token is not valid"),
+    ] {
+        let mut socket = app.raw_socket("graphql-transport-ws").await;
+        ferrite_e2e::ws::send_json(
+            &mut socket,
+            json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
+        )
+        .await;
+        let closed = ferrite_e2e::ws::close_frame(&mut socket).await;
+        assert_eq!(closed, Some((4403, expected.to_owned())));
+    }
+
     // A malformed Authorization header is refused too.
     let response = app
         .client
