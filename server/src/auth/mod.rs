@@ -200,6 +200,16 @@ pub struct Auth {
 pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_BYTES: usize = 1024;
 
+/// The token of an `Authorization` value: `Bearer <token>`, the scheme in
+/// any case, any whitespace around. Another scheme (`Basic …`) or an empty
+/// token is `None`. HTTP requires this form; a WebSocket's
+/// `connection_init` also takes the bare token.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(char::is_whitespace)?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Checks a new password against the length limits.
 pub fn validate_new_password(password: &str) -> Result<(), &'static str> {
     if password.chars().count() < PASSWORD_MIN_CHARS {

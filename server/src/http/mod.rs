@@ -382,10 +382,7 @@ async fn request_context(
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|token| !token.is_empty())
+        .and_then(crate::auth::bearer_token)
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
     match app.auth.authenticate(token).await {
         Ok(principal) => {
@@ -460,6 +457,16 @@ fn too_large_error(limit: usize) -> async_graphql::ServerError {
     error
 }
 
+/// Whether a response is a "request error" in the spec's terms: errors
+/// raised before execution (parse, validation) carry no path and leave no
+/// data. Over HTTP it gets 400 (for graphql-response+json); on a socket,
+/// an `error` message and no `complete`.
+fn is_request_error(response: &async_graphql::Response) -> bool {
+    response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty())
+}
+
 /// Runs a request and encodes the response.
 async fn execute(
     state: &HttpState,
@@ -468,12 +475,7 @@ async fn execute(
     format: Format,
 ) -> Response {
     let response = state.schema.execute(request.data(context)).await;
-    // Errors raised before execution (parse, validation) carry no path and
-    // leave no data: a "request error" in the spec's terms.
-    let request_error = response.data == async_graphql::Value::Null
-        && !response.errors.is_empty()
-        && response.errors.iter().all(|e| e.path.is_empty());
-    if request_error {
+    if is_request_error(&response) {
         return request_error_response(format, &response.errors);
     }
     let body = match to_json_within(&response, state.app.config.limits.response_bytes) {
@@ -701,7 +703,7 @@ pub fn request_from_query_string(
 /// Decodes a WebSocket text message as a socket does (for the fuzzer).
 #[doc(hidden)]
 pub fn decode_ws_message(text: &str, limits: &Limits) {
-    let _ = ws::decode(text, limits);
+    ws::decode(text, limits);
 }
 
 fn missing_query(format: Format) -> Response {

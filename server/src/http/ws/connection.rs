@@ -1,64 +1,38 @@
-//! GraphQL over WebSocket on `/graphql`: the `graphql-transport-ws`
-//! protocol, and the legacy `graphql-ws` (subscriptions-transport-ws) one.
-//!
-//! Written here rather than taken from async-graphql because its transport
-//! closes with codes the protocol does not define (a rejected
-//! `connection_init` gets 1002 instead of 4403, which clients then retry
-//! forever) and has no init timeout.
-//!
-//! One task per socket owns both halves and every running operation (a
-//! `StreamMap` keyed by operation id), so there is no lock and no unbounded
-//! queue: when a client stops reading, the task stops polling its
-//! subscriptions, which then lag on the bus and later catch up from the
-//! store.
-//!
-//! Close codes (graphql-transport-ws): 4400 a message that is not valid
-//! JSON or not part of the protocol; 4401 `subscribe` before
-//! `connection_ack`; 4403 `connection_init` without a valid token; 4408 no
-//! `connection_init` within `websocket.init_timeout_seconds`; 4409 an
-//! operation id already running; 4429 a second `connection_init`; 1009 a
-//! message larger than `websocket.max_message_bytes`; 1001 nothing heard for
-//! `websocket.idle_timeout_seconds` (the server pings every
-//! `websocket.keepalive_seconds`; clients answer pings automatically); 1001
-//! on server shutdown. The legacy protocol uses the same codes and sends
-//! `ka` messages alongside the pings.
+//! One socket's task: it reads frames, runs operations (a `StreamMap`
+//! keyed by operation id), writes their results in bursts, keeps the
+//! connection alive, and closes it when the credential ends. The messages
+//! and codes themselves are in `protocol`.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use async_graphql::{
-    Data, Response, Value,
+    Data, Response,
     futures_util::{
         FutureExt, SinkExt, StreamExt,
         stream::{self, BoxStream, SplitSink},
     },
 };
-use axum::{
-    extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
-    http::{HeaderMap, HeaderValue, header},
-    response::Response as HttpResponse,
-};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::json;
 use tokio::{
     sync::{broadcast, watch},
     time::{Instant, MissedTickBehavior, interval_at, sleep, sleep_until},
 };
 use tokio_stream::StreamMap;
-
-use super::{HttpState, Rendered, to_json_within, too_large_error};
 use uuid::Uuid;
 
+use super::protocol::{
+    ClientMessage, Close, INIT_CREDENTIAL_NEEDED, Outgoing, Protocol, code, decode, find,
+    init_credential,
+};
 use crate::{
     auth::{Auth, AuthError, Principal, Standing},
-    config::Limits,
     graphql::{RequestContext, SocketLease, admission, error::ApiError, live},
+    http::{HttpState, Rendered, is_request_error, to_json_within, too_large_error},
     metrics::GaugeGuard,
     store::ConnectorSession,
 };
-
-pub const TRANSPORT_WS: &str = "graphql-transport-ws";
-pub const LEGACY_WS: &str = "graphql-ws";
 
 /// Most results written to a socket before one flush.
 const MAX_BURST: usize = 256;
@@ -68,137 +42,6 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 
 /// Longest `connectorId` a gateway may announce.
 const CONNECTOR_ID_MAX: usize = 128;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
-    /// `graphql-transport-ws` (the graphql-ws library's protocol).
-    TransportWs,
-    /// `graphql-ws`, the legacy subscriptions-transport-ws protocol.
-    Legacy,
-}
-
-/// The client's first choice among the protocols we speak: RFC 6455 has
-/// the client list them "ordered by preference" (axum keeps them in a set,
-/// so the order is read here). Python's gql offers `graphql-ws,
-/// graphql-transport-ws` and, as it misses our lower-case
-/// `sec-websocket-protocol` response header, speaks its first choice:
-/// honouring the order is what makes gql work unconfigured.
-fn preferred_protocol(headers: &HeaderMap) -> Option<&'static str> {
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .find_map(|offered| match offered.trim() {
-            TRANSPORT_WS => Some(TRANSPORT_WS),
-            LEGACY_WS => Some(LEGACY_WS),
-            _ => None,
-        })
-}
-
-/// Accepts the upgrade with small buffers and a bounded message size.
-pub(super) fn upgrade(
-    ws: WebSocketUpgrade,
-    state: HttpState,
-    client: SocketAddr,
-    headers: &HeaderMap,
-) -> HttpResponse {
-    let settings = &state.app.config.websocket;
-    let mut ws = ws;
-    if let Some(chosen) = preferred_protocol(headers) {
-        ws.set_selected_protocol(HeaderValue::from_static(chosen));
-    }
-    let ws = ws
-        .read_buffer_size(settings.read_buffer_bytes)
-        .write_buffer_size(settings.write_buffer_bytes)
-        .max_message_size(settings.max_message_bytes)
-        .max_frame_size(settings.max_message_bytes);
-    // A client that names no protocol gets the current one.
-    let protocol = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
-        Some(LEGACY_WS) => Protocol::Legacy,
-        _ => Protocol::TransportWs,
-    };
-    ws.on_upgrade(move |socket| async move {
-        let _open = state.open_sockets.clone();
-        let connection = Connection {
-            state,
-            client,
-            protocol,
-            session: None,
-            connector_session: None,
-            failed: Vec::new(),
-        };
-        // Boxed, so the task's own cell stays small: a heap profile of idle
-        // sockets showed the unboxed task at ~9 KiB each.
-        Box::pin(connection.run(socket)).await
-    })
-}
-
-/// A message from the client, in either protocol.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub(super) enum ClientMessage {
-    ConnectionInit {
-        #[serde(default)]
-        payload: Option<serde_json::Value>,
-    },
-    Ping {
-        #[serde(default)]
-        payload: Option<serde_json::Value>,
-    },
-    Pong {},
-    /// graphql-transport-ws.
-    Subscribe {
-        id: String,
-        payload: async_graphql::Request,
-    },
-    /// graphql-transport-ws.
-    Complete {
-        id: String,
-    },
-    /// Legacy.
-    Start {
-        id: String,
-        payload: async_graphql::Request,
-    },
-    /// Legacy.
-    Stop {
-        id: String,
-    },
-    /// Legacy.
-    ConnectionTerminate {},
-}
-
-/// Reads a client's text message: its nesting is scanned before serde_json
-/// builds anything. Either failure closes the socket with 4400.
-pub(super) fn decode(text: &str, limits: &Limits) -> Result<ClientMessage, Close> {
-    let max_depth = limits.json_depth + admission::JSON_ENVELOPE_DEPTH;
-    admission::scan_json(text.as_bytes(), max_depth)
-        .map_err(|too_deep| Close::new(4400, too_deep))?;
-    serde_json::from_str(text).map_err(|_| Close::new(4400, "Invalid message received"))
-}
-
-/// Why the server closes a socket.
-pub(super) struct Close(u16, String);
-
-/// A close frame carries at most 125 bytes: the code's 2 and the reason.
-const CLOSE_REASON_MAX: usize = 123;
-
-impl Close {
-    /// The reason is cut (at a character boundary) to what a close frame
-    /// holds; a longer one would make the frame itself invalid.
-    fn new(code: u16, reason: impl Into<String>) -> Self {
-        let mut reason = reason.into();
-        if reason.len() > CLOSE_REASON_MAX {
-            let mut end = CLOSE_REASON_MAX;
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            reason.truncate(end);
-        }
-        Close(code, reason)
-    }
-}
 
 type Sink = SplitSink<WebSocket, Message>;
 
@@ -216,28 +59,28 @@ enum Output {
     End,
 }
 
-struct Connection {
-    state: HttpState,
-    client: SocketAddr,
-    protocol: Protocol,
+pub(super) struct Connection {
+    pub(super) state: HttpState,
+    pub(super) client: SocketAddr,
+    pub(super) protocol: Protocol,
     /// Set by an accepted `connection_init`.
-    session: Option<Arc<Data>>,
+    pub(super) session: Option<Arc<Data>>,
     /// Operations that ended with an `error` message: no `complete` follows.
-    failed: Vec<String>,
+    pub(super) failed: Vec<String>,
     /// The connector session, when `connection_init` named a
     /// `connectorId`: its devices go OFFLINE when the socket ends.
-    connector_session: Option<CountedSession>,
+    pub(super) connector_session: Option<CountedSession>,
 }
 
 /// A connector session's id, counted in `ferrite_connector_sessions` for as
 /// long as it is held.
-struct CountedSession {
+pub(super) struct CountedSession {
     id: Uuid,
     _counted: GaugeGuard,
 }
 
 impl Connection {
-    async fn run(mut self, socket: WebSocket) {
+    pub(super) async fn run(mut self, socket: WebSocket) {
         let _open = GaugeGuard::new(&self.state.app.metrics.sockets.open);
         let settings = self.state.app.config.websocket.clone();
         let keepalive = Duration::from_secs(settings.keepalive_seconds);
@@ -253,7 +96,7 @@ impl Connection {
         // The credential's end: its expiry (renewable) and, for an API key,
         // its revocation.
         let mut credential = Credential::default();
-        let expiry = sleep_until(FAR_FUTURE());
+        let expiry = sleep_until(far_future());
         tokio::pin!(expiry);
 
         let close = loop {
@@ -263,7 +106,7 @@ impl Connection {
                     let frame = match frame {
                         None => break None,
                         Some(Ok(frame)) => frame,
-                        Some(Err(err)) => break too_big(&err).then(|| Close::new(1009, "message too big")),
+                        Some(Err(err)) => break too_big(&err).then(|| Close::new(code::TOO_BIG, "message too big")),
                     };
                     last_heard = Instant::now();
                     match frame {
@@ -280,7 +123,7 @@ impl Connection {
                                 Err(close) => break Some(close),
                             }
                         }
-                        Message::Binary(_) => break Some(Close::new(4400, "binary messages are not part of the protocol")),
+                        Message::Binary(_) => break Some(Close::new(code::BAD_MESSAGE, "binary messages are not part of the protocol")),
                         // Pings are answered by the WebSocket layer itself.
                         Message::Ping(_) | Message::Pong(_) => {}
                         Message::Close(_) => break None,
@@ -305,12 +148,12 @@ impl Connection {
                 }
                 // No connection_init in time.
                 _ = &mut init_deadline, if self.session.is_none() => {
-                    break Some(Close::new(4408, "Connection initialisation timeout"));
+                    break Some(Close::new(code::INIT_TIMEOUT, "Connection initialisation timeout"));
                 }
                 // Keep-alive: ping, or give up on a silent client. Cancel-safe.
                 _ = ticks.tick() => {
                     if last_heard.elapsed() >= idle_timeout {
-                        break Some(Close::new(1001, "keep-alive timeout"));
+                        break Some(Close::new(code::GOING_AWAY, "keep-alive timeout"));
                     }
                     if sink.send(Message::Ping(Default::default())).await.is_err() {
                         break None;
@@ -322,10 +165,10 @@ impl Connection {
                     }
                 }
                 // The server is stopping. Cancel-safe.
-                _ = shutdown.changed() => break Some(Close::new(1001, "server shutting down")),
+                _ = shutdown.changed() => break Some(Close::new(code::GOING_AWAY, "server shutting down")),
                 // The access token ran out and was not renewed.
                 _ = &mut expiry => {
-                    break Some(Close::new(4403, "the token has expired; renew it with renewConnection before it does"));
+                    break Some(Close::new(code::FORBIDDEN, "the token has expired; renew it with renewConnection before it does"));
                 }
                 // renewConnection moved the expiry. Cancel-safe.
                 renewed = renewed(&mut credential.expires) => {
@@ -386,7 +229,10 @@ impl Connection {
         match message {
             ClientMessage::ConnectionInit { payload } => {
                 if self.session.is_some() {
-                    return Err(Close::new(4429, "Too many initialisation requests"));
+                    return Err(Close::new(
+                        code::TOO_MANY_INITS,
+                        "Too many initialisation requests",
+                    ));
                 }
                 // Subscribed before the credential is checked: a revocation
                 // committed after the check is heard.
@@ -413,7 +259,7 @@ impl Connection {
                         self.session = Some(Arc::new(data));
                         send_json(sink, &json!({"type": "connection_ack"}))
                             .await
-                            .map_err(|_| Close::new(1011, "send failed"))?;
+                            .map_err(|_| Close::new(code::INTERNAL, "send failed"))?;
                         if legacy {
                             let _ = send_json(sink, &json!({"type": "ka"})).await;
                         }
@@ -429,7 +275,7 @@ impl Connection {
                         }
                         // The reason tells a gateway's operator what to fix;
                         // it never echoes the token.
-                        return Err(Close::new(4403, format!("Forbidden: {reason}")));
+                        return Err(Close::new(code::FORBIDDEN, format!("Forbidden: {reason}")));
                     }
                 }
             }
@@ -440,7 +286,7 @@ impl Connection {
                 }
                 send_json(sink, &pong)
                     .await
-                    .map_err(|_| Close::new(1011, "send failed"))?;
+                    .map_err(|_| Close::new(code::INTERNAL, "send failed"))?;
             }
             ClientMessage::Pong {} if !legacy => {}
             ClientMessage::Subscribe { id, payload } if !legacy => {
@@ -458,9 +304,9 @@ impl Connection {
                 }
             }
             ClientMessage::ConnectionTerminate {} if legacy => {
-                return Err(Close::new(1000, "terminated"));
+                return Err(Close::new(code::NORMAL, "terminated"));
             }
-            _ => return Err(Close::new(4400, "Invalid message received")),
+            _ => return Err(Close::new(code::BAD_MESSAGE, "Invalid message received")),
         }
         Ok(None)
     }
@@ -531,11 +377,11 @@ impl Connection {
         operations: &mut StreamMap<String, Results>,
     ) -> Result<(), Close> {
         let Some(session) = self.session.clone() else {
-            return Err(Close::new(4401, "Unauthorized"));
+            return Err(Close::new(code::UNAUTHORIZED, "Unauthorized"));
         };
         if operations.contains_key(&id) {
             return Err(Close::new(
-                4409,
+                code::DUPLICATE_ID,
                 format!("Subscriber for {id} already exists"),
             ));
         }
@@ -547,7 +393,7 @@ impl Connection {
             }]);
             send_json(sink, &json!({"type": "error", "id": id, "payload": errors}))
                 .await
-                .map_err(|_| Close::new(1011, "send failed"))?;
+                .map_err(|_| Close::new(code::INTERNAL, "send failed"))?;
             return Ok(());
         }
         self.failed.retain(|failed| failed != &id);
@@ -615,7 +461,7 @@ impl Connection {
         // operation: `{"type":"next","id":"…","payload":`.
         let head = format!(
             r#"{{"type":"{}","id":{},"payload":"#,
-            self.next_kind(),
+            self.protocol.next_kind(),
             serde_json::Value::from(id)
         );
         live.map(move |next| match next {
@@ -630,14 +476,6 @@ impl Connection {
         })
         .chain(end())
         .boxed()
-    }
-
-    /// The type of a message carrying a result.
-    fn next_kind(&self) -> &'static str {
-        match self.protocol {
-            Protocol::TransportWs => "next",
-            Protocol::Legacy => "data",
-        }
     }
 
     /// Queues (without flushing) one result of operation `id`, or its
@@ -669,7 +507,7 @@ impl Connection {
             Output::Response(response) => {
                 // Serialised straight to text: the hot path of every live event.
                 let outgoing = Outgoing {
-                    kind: self.next_kind(),
+                    kind: self.protocol.next_kind(),
                     id,
                     payload: &response,
                 };
@@ -677,7 +515,7 @@ impl Connection {
                     match to_json_within(&outgoing, self.state.app.config.limits.response_bytes) {
                         Ok(text) => text,
                         Err(Rendered::TooLarge(limit)) => serde_json::to_string(&Outgoing {
-                            kind: self.next_kind(),
+                            kind: self.protocol.next_kind(),
                             id,
                             payload: &Response::from_errors(vec![too_large_error(limit)]),
                         })
@@ -709,52 +547,6 @@ fn failed(error: async_graphql::ServerError) -> Results {
     .boxed()
 }
 
-/// A message with a payload, as sent to the client.
-#[derive(serde::Serialize)]
-struct Outgoing<'a, T> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    id: &'a str,
-    payload: &'a T,
-}
-
-/// The refusal when `connection_init` carries no credential in a shape
-/// this server reads.
-const INIT_CREDENTIAL_NEEDED: &str = "connection_init needs {\"Authorization\": \"Bearer <token>\"} (or authToken, token, headers.Authorization)";
-
-/// The token a `connection_init` payload carries, in any of the shapes
-/// clients send: `Authorization` (Apollo, graphql-ws examples), `authToken`
-/// (Apollo's docs), `token`, or `headers.Authorization` (Hasura and the
-/// clients copying it); keys in any case; the value `Bearer <token>` or
-/// the bare token. Another scheme (`Basic …`) is not a token.
-fn init_credential(payload: &serde_json::Map<String, serde_json::Value>) -> Option<&str> {
-    let headers = find(payload, "headers").and_then(|h| h.as_object());
-    let value = ["authorization", "authToken", "token"]
-        .iter()
-        .find_map(|name| find(payload, name))
-        .or_else(|| headers.and_then(|h| find(h, "authorization")))?
-        .as_str()?
-        .trim();
-    let token = match value.split_once(char::is_whitespace) {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        // `Basic …` and the like: a scheme, but not ours.
-        Some(_) => return None,
-        None if value.eq_ignore_ascii_case("bearer") => return None,
-        None => value,
-    };
-    (!token.is_empty()).then_some(token)
-}
-
-/// The value of `name` in `map`, whatever the case of the key.
-fn find<'a>(
-    map: &'a serde_json::Map<String, serde_json::Value>,
-    name: &str,
-) -> Option<&'a serde_json::Value> {
-    map.iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case(name))
-        .map(|(_, value)| value)
-}
-
 /// What ends a connection's credential.
 #[derive(Default)]
 struct Credential {
@@ -764,8 +556,7 @@ struct Credential {
 }
 
 /// A deadline that never comes, for connections without one.
-#[allow(non_snake_case)]
-fn FAR_FUTURE() -> Instant {
+fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
@@ -774,7 +565,7 @@ impl Credential {
     fn deadline(&self) -> Instant {
         let expires_at = self.expires.as_ref().and_then(|rx| *rx.borrow());
         match expires_at {
-            None => FAR_FUTURE(),
+            None => far_future(),
             Some(at) => {
                 let left = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                 Instant::now() + left
@@ -816,21 +607,15 @@ async fn revoked(
             Ok(Standing::Valid) => {}
             Ok(Standing::RoleChanged) => {
                 return Close::new(
-                    1012,
+                    code::RECONNECT,
                     "the user's role changed; reconnect to continue in the new one",
                 );
             }
-            Ok(Standing::Revoked(reason)) => return Close::new(4403, reason),
+            Ok(Standing::Revoked(reason)) => return Close::new(code::FORBIDDEN, reason),
             // The store is away: checked again at the next notice.
             Err(err) => tracing::warn!(error = %err, "checking a connection's credential failed"),
         }
     }
-}
-
-fn is_request_error(response: &Response) -> bool {
-    response.data == Value::Null
-        && !response.errors.is_empty()
-        && response.errors.iter().all(|e| e.path.is_empty())
 }
 
 /// Whether a read failed because the client sent more than the limit.
@@ -851,60 +636,4 @@ async fn feed_json(sink: &mut Sink, message: &serde_json::Value) -> Result<(), a
 async fn send_json(sink: &mut Sink, message: &serde_json::Value) -> Result<(), axum::Error> {
     sink.send(Message::Text(Utf8Bytes::from(message.to_string())))
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::init_credential;
-
-    #[test]
-    fn close_reasons_fit_a_close_frame() {
-        let refusal = super::Close::new(
-            4403,
-            format!("Forbidden: {}", super::INIT_CREDENTIAL_NEEDED),
-        );
-        assert_eq!(
-            refusal.1,
-            format!("Forbidden: {}", super::INIT_CREDENTIAL_NEEDED),
-            "the refusal is cut"
-        );
-        let long = super::Close::new(4403, "é".repeat(100));
-        assert!(long.1.len() <= super::CLOSE_REASON_MAX && long.1.chars().all(|c| c == 'é'));
-    }
-
-    #[test]
-    fn connection_init_takes_the_shapes_clients_send() {
-        let read = |payload: serde_json::Value| {
-            init_credential(payload.as_object().unwrap()).map(str::to_owned)
-        };
-        let accepted = [
-            json!({"Authorization": "Bearer abc"}),
-            json!({"authorization": "bearer abc"}),
-            json!({"AUTHORIZATION": "  Bearer   abc  "}),
-            json!({"Authorization": "abc"}),
-            json!({"authToken": "abc"}),
-            json!({"authtoken": "Bearer abc"}),
-            json!({"token": "abc"}),
-            json!({"headers": {"Authorization": "Bearer abc"}}),
-            json!({"headers": {"authorization": "abc"}, "connectorId": "gw"}),
-        ];
-        for payload in accepted {
-            assert_eq!(read(payload.clone()).as_deref(), Some("abc"), "{payload}");
-        }
-        let refused = [
-            json!({}),
-            json!({"Authorization": "Basic YWJjOmRlZg=="}),
-            json!({"Authorization": "Bearer "}),
-            json!({"Authorization": ""}),
-            json!({"Authorization": 42}),
-            json!({"authToken": {"nested": "abc"}}),
-            json!({"headers": "Bearer abc"}),
-            json!({"headers": {"X-Token": "abc"}}),
-        ];
-        for payload in refused {
-            assert_eq!(read(payload.clone()), None, "{payload}");
-        }
-    }
 }
