@@ -37,7 +37,10 @@ use crate::{
     AppState,
     auth::AuthError,
     config::Limits,
-    graphql::{FerriteSchema, RequestContext, admission, live, persisted::PersistedQueries},
+    graphql::{
+        FerriteSchema, RequestContext, admission, error::ApiError, live,
+        persisted::PersistedQueries,
+    },
     store::entity::Role,
 };
 
@@ -292,16 +295,16 @@ async fn metrics(
                 return error_response(
                     Format::Json,
                     StatusCode::UNAUTHORIZED,
-                    "UNAUTHENTICATED",
-                    "send `Authorization: Bearer <token>` with an ADMIN user's access token or API key",
+                    ApiError::Unauthenticated("send `Authorization: Bearer <token>` with an ADMIN user's access token or API key".into()),
                 );
             }
             Some(principal) if principal.role != Role::Admin => {
                 return error_response(
                     Format::Json,
                     StatusCode::FORBIDDEN,
-                    "FORBIDDEN",
-                    "metrics cover every tenant: they are for ADMIN users",
+                    ApiError::Forbidden(
+                        "metrics cover every tenant: they are for ADMIN users".into(),
+                    ),
                 );
             }
             Some(_) => {}
@@ -351,8 +354,8 @@ impl Format {
 }
 
 /// An error response in GraphQL's shape.
-fn error_response(format: Format, status: StatusCode, code: &str, message: &str) -> Response {
-    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+fn error_response(format: Format, status: StatusCode, error: ApiError) -> Response {
+    let body = json!({ "errors": [{ "message": error.message(), "extensions": { "code": error.code() } }] });
     let mut response = (status, body.to_string()).into_response();
     response
         .headers_mut()
@@ -377,7 +380,11 @@ async fn request_context(
         return Ok(context);
     };
     let unauthorized = |message: &str| {
-        error_response(format, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+        error_response(
+            format,
+            StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated(message.into()),
+        )
     };
     let token = value
         .to_str()
@@ -395,8 +402,7 @@ async fn request_context(
             Err(error_response(
                 format,
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                "internal error",
+                ApiError::Internal,
             ))
         }
     }
@@ -484,8 +490,7 @@ async fn execute(
             return error_response(
                 format,
                 StatusCode::OK,
-                "BAD_USER_INPUT",
-                &too_large_message(limit),
+                ApiError::bad_input(too_large_message(limit)),
             );
         }
         Err(Rendered::Failed(err)) => {
@@ -493,8 +498,7 @@ async fn execute(
             return error_response(
                 format,
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                "internal error",
+                ApiError::Internal,
             );
         }
     };
@@ -521,8 +525,7 @@ async fn graphql_post(
         return error_response(
             format,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "BAD_USER_INPUT",
-            "POST /graphql needs `Content-Type: application/json`",
+            ApiError::bad_input("POST /graphql needs `Content-Type: application/json`"),
         );
     }
     let limit = state.app.config.limits.body_bytes;
@@ -532,11 +535,10 @@ async fn graphql_post(
         return error_response(
             format,
             StatusCode::REQUEST_TIMEOUT,
-            "BAD_USER_INPUT",
-            &format!(
+            ApiError::bad_input(format!(
                 "the request body did not arrive within {} s",
                 body_timeout.as_secs()
-            ),
+            )),
         );
     };
     let bytes: Bytes = match read {
@@ -548,15 +550,13 @@ async fn graphql_post(
                 error_response(
                     format,
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "BAD_USER_INPUT",
-                    &format!("the request body is larger than {limit} bytes"),
+                    ApiError::bad_input(format!("the request body is larger than {limit} bytes")),
                 )
             } else {
                 error_response(
                     format,
                     StatusCode::BAD_REQUEST,
-                    "BAD_USER_INPUT",
-                    "the request body could not be read",
+                    ApiError::bad_input("the request body could not be read"),
                 )
             };
         }
@@ -568,11 +568,10 @@ async fn graphql_post(
             return error_response(
                 format,
                 StatusCode::BAD_REQUEST,
-                "BAD_USER_INPUT",
-                &format!(
+                ApiError::bad_input(format!(
                     "the request body is not a GraphQL request \
                      (a JSON object with `query`, and optionally `variables` and `operationName`): {err}"
-                ),
+                )),
             );
         }
     };
@@ -710,8 +709,7 @@ fn missing_query(format: Format) -> Response {
     error_response(
         format,
         StatusCode::BAD_REQUEST,
-        "BAD_USER_INPUT",
-        "the request has no `query`",
+        ApiError::bad_input("the request has no `query`"),
     )
 }
 
@@ -748,8 +746,7 @@ async fn graphql_get(
             return error_response(
                 format,
                 StatusCode::BAD_REQUEST,
-                "BAD_USER_INPUT",
-                &format!("the query string is not a GraphQL request: {err}"),
+                ApiError::bad_input(format!("the query string is not a GraphQL request: {err}")),
             );
         }
     };
@@ -760,8 +757,7 @@ async fn graphql_get(
         let mut response = error_response(
             format,
             StatusCode::METHOD_NOT_ALLOWED,
-            "BAD_USER_INPUT",
-            "mutations must be sent with POST",
+            ApiError::bad_input("mutations must be sent with POST"),
         );
         response
             .headers_mut()

@@ -125,8 +125,9 @@ fn cross_site_refusal(headers: &HeaderMap) -> Option<Response> {
         return Some(error_response(
             Format::Json,
             StatusCode::BAD_REQUEST,
-            "BAD_USER_INPUT",
-            "session requests need `Ferrite-Session: 1` and `Content-Type: application/json`",
+            ApiError::bad_input(
+                "session requests need `Ferrite-Session: 1` and `Content-Type: application/json`",
+            ),
         ));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
@@ -140,8 +141,9 @@ fn cross_site_refusal(headers: &HeaderMap) -> Option<Response> {
             return Some(error_response(
                 Format::Json,
                 StatusCode::FORBIDDEN,
-                "FORBIDDEN",
-                "session requests are accepted from this server's own pages only",
+                ApiError::Forbidden(
+                    "session requests are accepted from this server's own pages only".into(),
+                ),
             ));
         }
     }
@@ -158,8 +160,7 @@ async fn read_body(state: &HttpState, body: Body) -> Result<Bytes, Box<Response>
         Err(_) => Err(Box::new(error_response(
             Format::Json,
             StatusCode::REQUEST_TIMEOUT,
-            "BAD_USER_INPUT",
-            "the request body did not arrive in time",
+            ApiError::bad_input("the request body did not arrive in time"),
         ))),
     }
 }
@@ -227,8 +228,7 @@ fn bad_request(message: &str) -> Response {
     error_response(
         Format::Json,
         StatusCode::BAD_REQUEST,
-        "BAD_USER_INPUT",
-        message,
+        ApiError::bad_input(message),
     )
 }
 
