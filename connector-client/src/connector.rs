@@ -118,7 +118,7 @@ type SessionTask = JoinHandle<Result<(), Error>>;
 pub(crate) type SyncReply = oneshot::Sender<Result<Option<Device>, Error>>;
 
 /// State shared by the handles and the session task.
-pub(crate) struct Shared {
+pub(crate) struct ConnectorShared {
     pub options: ConnectorOptions,
     pub outbox: Outbox,
     /// Held across the file write of a change, so memory and file agree.
@@ -132,7 +132,7 @@ pub(crate) struct Shared {
     commands_taken: AtomicBool,
 }
 
-impl Shared {
+impl ConnectorShared {
     pub fn answer_event(&self, key: &str, result: Result<EventAck, Error>) {
         let waiter = self
             .waiters
@@ -179,7 +179,7 @@ impl Shared {
 /// ```
 #[derive(Clone)]
 pub struct Connector {
-    shared: Arc<Shared>,
+    shared: Arc<ConnectorShared>,
     requests: mpsc::Sender<Request>,
     /// To the outbox writer, which commits concurrent callers' events together.
     pushes: mpsc::Sender<Push>,
@@ -224,7 +224,7 @@ impl Connector {
         }
         let (requests, receiver) = mpsc::channel(options.channel_capacity);
         let (stop, stopped) = watch::channel(false);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ConnectorShared {
             options,
             outbox,
             devices: Mutex::new(registry),
@@ -708,7 +708,7 @@ const GROUP_COMMIT_EVENTS: usize = 1000;
 /// [`GROUP_COMMIT_EVENTS`]) and commits them in one transaction, so
 /// concurrent callers share one fsync instead of queueing for one each.
 /// Ends when every [`Connector`] clone is gone.
-async fn outbox_writer(shared: Arc<Shared>, mut pushes: mpsc::Receiver<Push>) {
+async fn outbox_writer(shared: Arc<ConnectorShared>, mut pushes: mpsc::Receiver<Push>) {
     while let Some(first) = pushes.recv().await {
         let mut events = first.events.len();
         let mut batch = vec![first];

@@ -39,7 +39,7 @@ use tokio_tungstenite::{
 
 use crate::{
     Command, ConnectionState, Device, Error, EventAck, EventFilter, ReceivedEvent,
-    connector::{Request, Shared, SyncReply},
+    connector::{ConnectorShared, Request, SyncReply},
     outbox::{DeviceEntry, DeviceState, OutboxRow},
     protocol::{
         CLOSE_FORBIDDEN, ClientMessage, GraphqlError, Request as GqlRequest, Response, SUBPROTOCOL,
@@ -159,7 +159,7 @@ struct Link {
 }
 
 pub(crate) struct Session {
-    shared: Arc<Shared>,
+    shared: Arc<ConnectorShared>,
     requests: mpsc::Receiver<Request>,
     stop: watch::Receiver<bool>,
     /// Callers waiting for a device to be in sync, by external id.
@@ -183,7 +183,7 @@ pub(crate) struct Session {
 
 impl Session {
     pub fn new(
-        shared: Arc<Shared>,
+        shared: Arc<ConnectorShared>,
         requests: mpsc::Receiver<Request>,
         stop: watch::Receiver<bool>,
         devices: &[DeviceEntry],
@@ -370,7 +370,7 @@ impl Session {
 }
 
 /// Opens the socket and completes `connection_init`.
-async fn connect(shared: &Shared) -> Result<Socket, End> {
+async fn connect(shared: &ConnectorShared) -> Result<Socket, End> {
     let options = &shared.options;
     let attempt = async {
         let mut request = options.url.as_str().into_client_request().map_err(|err| {
@@ -1409,7 +1409,7 @@ fn publish_input(server_id: &str, row: &OutboxRow) -> Value {
     })
 }
 
-async fn save(shared: &Shared, entry: &DeviceEntry) {
+async fn save(shared: &ConnectorShared, entry: &DeviceEntry) {
     if let Err(error) = shared.outbox.save_device(entry).await {
         tracing::error!(%error, external_id = %entry.spec.external_id, "cannot save a device");
     }

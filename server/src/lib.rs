@@ -4,12 +4,20 @@
 //! flags and calls [`cli::run`]. Tests drive [`Server`] directly.
 //!
 //! # Layout
-//! Data flows from the edge inwards:
+//! A request flows from the edge inwards; what it commits flows back out
+//! to live subscribers:
 //!
 //! ```text
-//! http (axum) ──► graphql (resolvers) ──► auth (who, may they?) ──► store (SeaORM)
-//!                                                              └──► store
+//! http (axum; ws: the sockets) ──► graphql (resolvers) ──► auth (who may do what)
+//!                                       ├──► ingest (group commit) ──► store (SeaORM)
+//!                                       ├──► store (everything else)
+//!                                       └──► bus (rings; postgres: LISTEN/NOTIFY)
+//!                                              └──► graphql::live ──► the sockets
+//! presence: ONLINE/OFFLINE by connector session, through store and bus
 //! ```
+//!
+//! Around them: `config`, `cli`, `lock` (one server per data directory),
+//! `metrics`, `scheduled_backup`.
 //!
 //! [`Server::start`] loads nothing itself: it takes a validated
 //! [`config::Config`], opens and migrates the database, prepares the JWT

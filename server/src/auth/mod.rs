@@ -18,8 +18,11 @@
 //!   role: a MEMBER's keys are at most WRITE, so only a person manages keys.
 //! - Only an ADMIN (role) sees every tenant and manages users.
 
+/// argon2id hashing on the blocking pool, bounded.
 mod password;
+/// Login attempts counted per address and username, and per address.
 mod throttle;
+/// JWT access tokens, opaque refresh tokens and API key secrets.
 pub mod token;
 
 use std::{net::IpAddr, time::Duration};

@@ -41,11 +41,11 @@ pub const MAX_ADDRESSES: usize = 50_000;
 
 #[derive(Debug, Clone)]
 pub struct LoginThrottle {
-    shared: Arc<Shared>,
+    shared: Arc<ThrottleState>,
 }
 
 #[derive(Debug)]
-struct Shared {
+struct ThrottleState {
     attempts: u32,
     address_attempts: u32,
     window: Duration,
@@ -78,7 +78,7 @@ impl Address {
 /// right; dropping it otherwise leaves it counted as a failure.
 #[must_use]
 pub struct Attempt {
-    shared: Arc<Shared>,
+    shared: Arc<ThrottleState>,
     address: IpAddr,
     user: u64,
 }
@@ -86,7 +86,7 @@ pub struct Attempt {
 impl LoginThrottle {
     pub fn new(attempts: u32, address_attempts: u32, window: Duration) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(ThrottleState {
                 attempts,
                 address_attempts,
                 window,

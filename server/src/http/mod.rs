@@ -60,17 +60,17 @@ mod ws;
 /// the application's state (a heap profile of idle sockets showed the copy
 /// in each socket's task).
 #[derive(Clone)]
-struct HttpState(Arc<Shared>);
+struct HttpState(Arc<HttpShared>);
 
 impl std::ops::Deref for HttpState {
-    type Target = Shared;
+    type Target = HttpShared;
 
-    fn deref(&self) -> &Shared {
+    fn deref(&self) -> &HttpShared {
         &self.0
     }
 }
 
-struct Shared {
+struct HttpShared {
     app: AppState,
     schema: FerriteSchema,
     /// Turns true when the server starts shutting down: sockets close.
@@ -118,7 +118,7 @@ pub fn router(app: AppState, schema: FerriteSchema, sockets: SocketShutdown) -> 
         .route("/auth/logout", post(session::logout))
         .fallback_service(pages.clone())
         .layer(axum::middleware::map_response(security_headers))
-        .with_state(HttpState(Arc::new(Shared {
+        .with_state(HttpState(Arc::new(HttpShared {
             persisted: PersistedQueries::new(app.config.limits.persisted_queries_bytes),
             app,
             schema,

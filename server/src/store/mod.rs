@@ -17,20 +17,34 @@
 //! - `revocations`: notes that a user's credentials changed, for every node's sockets.
 //! - `page`: keyset pagination shared by every list.
 
+/// The tables, and the enums stored in them.
 pub mod entity;
 
+/// API keys: created, listed, revoked, looked up by secret hash.
 mod api_keys;
+/// A consistent copy of the database in one SQLite file, and restore.
 mod backup;
+/// Commands: queued, delivered, answered, expired.
 mod commands;
+/// Devices: registered, bound to sessions, disconnected, deleted.
 mod devices;
+/// Events: stored in batches, listed, streamed after an id.
 mod events;
+/// Server nodes and their heartbeats; the devices of a node that stopped.
 mod nodes;
+/// Keyset pagination shared by every list.
 mod page;
+/// Refresh tokens: issued, rotated, replay detection.
 mod refresh_tokens;
+/// Deleting events (and status history) past the retention.
 mod retention;
+/// Notes that a user's credentials changed, for every node's sockets.
 mod revocations;
+/// Every ONLINE / OFFLINE / DISCONNECTED of a device.
 mod status_history;
+/// Events summarised per time bucket.
 mod telemetry;
+/// Users: created, passwords, roles, disabled, deleted.
 mod users;
 
 use std::{path::Path, time::Duration};

@@ -4,16 +4,27 @@
 //! double as GraphQL enums, so the database and the API cannot disagree on a
 //! spelling.
 
+/// `api_keys`: a key's hash, owner, permission, use and revocation.
 pub mod api_key;
+/// `commands`: a command, its status and its answer.
 pub mod command;
+/// `devices`: a device, its owner, status and hosting session.
 pub mod device;
+/// `device_status_changes`: the status history.
 pub mod device_status_change;
+/// `device_tombstones`: deletions remembered for lagging subscribers.
 pub mod device_tombstone;
+/// `events`: what devices reported, in id order.
 pub mod event;
+/// `nodes`: the server processes sharing a database, with heartbeats.
 pub mod node;
+/// `refresh_tokens`: login sessions' refresh tokens (hashed).
 pub mod refresh_token;
+/// `revocations`: notes that a user's credentials changed.
 pub mod revocation;
+/// `settings`: the server's own key-value settings.
 pub mod setting;
+/// `users`: people who sign in, with their role and session epoch.
 pub mod user;
 
 use sea_orm::entity::prelude::*;
