@@ -13,6 +13,20 @@
 //! - [`process`]: the built binaries as child processes, to kill -9.
 //!
 //! Logs stay silent unless `TEST_LOG` is set (to a `tracing` filter).
+//!
+//! # Writing an end-to-end test
+//! Put it in the module of its area in `tests/api/` (one test binary, so
+//! the suite links once; `main.rs` lists the modules), as
+//! `async fn what_it_proves(backend: Backend)` added to that module's
+//! [`on_both_backends!`] list, unless it is about something the backend
+//! cannot change (then a plain `#[tokio::test]` on `Backend::Sqlite`).
+//! Start with `TestApp::spawn(backend)` (or `spawn_with` to change the
+//! config), get a token with `admin_token()` or `create_member()`, and
+//! talk to the server as a client would: `gql()` over HTTP, `raw_session()`
+//! or `ws_client()` over the WebSocket. Wait for what happens eventually
+//! with [`eventually`], never a fixed sleep, and assert on what a client
+//! sees (data, `extensions.code`, close codes), not on internals. For the
+//! binaries themselves (SIGKILL, restarts), see [`process`].
 
 /// The real binaries (`ferrite`, `ferrite-connector`) as child processes.
 pub mod process;

@@ -971,25 +971,22 @@ async fn device_changes_made_offline_reach_the_platform_on_reconnect() {
         .wait_connected(Duration::from_secs(10))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let moved = device(&app, &token, "moved").await.unwrap();
-        let unplugged = device(&app, &token, "unplugged").await.unwrap();
-        let scrapped = device(&app, &token, "scrapped").await;
-        if moved["location"].is_null()
-            && moved["name"] == "Moved"
-            && moved["status"] == "ONLINE"
-            && unplugged["status"] == "DISCONNECTED"
-            && scrapped.is_none()
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{moved} {unplugged} {scrapped:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the changes made offline to reach the platform",
+        Duration::from_secs(10),
+        || async {
+            let moved = device(&app, &token, "moved").await.unwrap();
+            let unplugged = device(&app, &token, "unplugged").await.unwrap();
+            let scrapped = device(&app, &token, "scrapped").await;
+            (moved["location"].is_null()
+                && moved["name"] == "Moved"
+                && moved["status"] == "ONLINE"
+                && unplugged["status"] == "DISCONNECTED"
+                && scrapped.is_none())
+            .then_some(())
+        },
+    )
+    .await;
     let managed: Vec<String> = connector
         .devices()
         .await

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use ferrite_e2e::{
-    Backend, TestApp, on_both_backends,
+    Backend, TestApp, eventually, on_both_backends,
     ws::{
         Op, close_code, next_item, next_json, run_once, send_json, until_device_changes_are_live,
     },
@@ -56,18 +56,15 @@ async fn status_of(app: &TestApp, token: &str, device: &str) -> Value {
 
 /// Polls until the device has `status`, for up to 20 s.
 async fn wait_for_status(app: &TestApp, token: &str, device: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let current = status_of(app, token, device).await;
-        if current["status"] == status {
-            return current;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the device never became {status}: {current}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        &format!("the device to become {status}"),
+        Duration::from_secs(20),
+        || async {
+            let current = status_of(app, token, device).await;
+            (current["status"] == status).then_some(current)
+        },
+    )
+    .await
 }
 
 async fn presence_follows_the_connector_session(backend: Backend) {
