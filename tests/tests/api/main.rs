@@ -6,6 +6,7 @@ mod auth;
 mod cluster;
 mod commands;
 mod connector;
+mod connector_faults;
 mod devices;
 mod events;
 mod gateway_processes;
