@@ -16,8 +16,9 @@
 //! presence: ONLINE/OFFLINE by connector session, through store and bus
 //! ```
 //!
-//! Around them: `config`, `cli`, `lock` (one server per data directory),
-//! `metrics`, `scheduled_backup`.
+//! Resolvers change state through `service`, which commits to the store
+//! and publishes on the bus together. Around them: `config`, `cli`, `lock`
+//! (one server per data directory), `metrics`, `scheduled_backup`.
 //!
 //! [`Server::start`] loads nothing itself: it takes a validated
 //! [`config::Config`], opens and migrates the database, prepares the JWT
@@ -46,6 +47,8 @@ pub mod metrics;
 pub mod presence;
 /// Backups the running server takes on a schedule.
 pub mod scheduled_backup;
+/// Actions that commit to the store and tell live subscribers together.
+pub mod service;
 /// SeaORM entities and every query.
 pub mod store;
 
@@ -87,6 +90,13 @@ pub struct AppState {
     pub presence: Presence,
     pub config: Arc<Config>,
     pub metrics: Arc<metrics::Metrics>,
+}
+
+impl AppState {
+    /// The actions that change devices, commands and users (see [`service`]).
+    pub fn service(&self) -> service::Service<'_> {
+        service::Service::new(&self.store, &self.bus)
+    }
 }
 
 /// Why the server could not start.

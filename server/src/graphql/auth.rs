@@ -10,7 +10,6 @@ use super::{
 };
 use crate::{
     auth::{self as authn, Credential, Principal as AuthPrincipal, SessionTokens, token},
-    bus::DeviceChangeKind,
     store::entity::{Permission, Role, api_key, user},
 };
 
@@ -372,10 +371,7 @@ impl AuthMutation {
         principal(ctx, Permission::Admin)?.require_admin()?;
         let id = input::uuid_id("user", &id)?;
         let app = state(ctx);
-        let (user, devices) = app.store.delete_user(id).await.or_not_found("user")?;
-        for device in devices {
-            app.bus.publish_device(DeviceChangeKind::Deleted, device);
-        }
+        let user = app.service().delete_user(id).await.or_not_found("user")?;
         Ok(User(user))
     }
 

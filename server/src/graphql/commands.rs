@@ -233,11 +233,10 @@ impl CommandMutation {
             expires_at,
         };
         let command = app
-            .store
-            .insert_command(caller.scope(), new)
+            .service()
+            .send_command(caller.scope(), new)
             .await
             .or_not_found("device")?;
-        app.bus.publish_command(command.clone());
         Ok(Command(command))
     }
 
@@ -266,24 +265,12 @@ impl CommandMutation {
                 app.config.limits.json_depth,
             )?;
         }
-        let answered = app
-            .store
-            .respond_command(
-                id,
-                caller.scope(),
-                request(ctx).session.as_ref().map(|session| session.id),
-                success,
-                result,
-            )
-            .await;
-        if let Err(StoreError::Conflict(_)) = &answered {
-            // It may have just expired: tell its watchers.
-            if let Ok(current) = app.store.command_by_id(id, caller.scope()).await {
-                app.bus.publish_command(current);
-            }
-        }
-        let command = answered.or_not_found("command")?;
-        app.bus.publish_command(command.clone());
+        let session = request(ctx).session.as_ref().map(|session| session.id);
+        let command = app
+            .service()
+            .respond_command(id, caller.scope(), session, success, result)
+            .await
+            .or_not_found("command")?;
         Ok(Command(command))
     }
 }

@@ -26,7 +26,7 @@ use crate::{
     bus::{self as fanout, DeviceChangeKind},
     config::Limits,
     store::{
-        self, DeviceRegistration, DeviceUpdate, RegisterOutcome, Scope, Store,
+        self, DeviceRegistration, DeviceUpdate, Scope, Store,
         entity::{DeviceStatus, Permission, device, device_status_change},
     },
 };
@@ -333,25 +333,18 @@ impl DeviceMutation {
             attributes.as_ref(),
             &app.config.limits,
         )?;
-        let (device, outcome) = app
-            .store
-            .register_device(
-                caller.user_id,
-                DeviceRegistration {
-                    external_id: input.external_id,
-                    name: input.name,
-                    r#type: input.kind,
-                    location: input.location,
-                    attributes,
-                    session: request(ctx).session.clone(),
-                },
-            )
-            .await?;
-        let kind = match outcome {
-            RegisterOutcome::Created => DeviceChangeKind::Registered,
-            RegisterOutcome::Updated => DeviceChangeKind::Updated,
+        let registration = DeviceRegistration {
+            external_id: input.external_id,
+            name: input.name,
+            r#type: input.kind,
+            location: input.location,
+            attributes,
+            session: request(ctx).session.clone(),
         };
-        app.bus.publish_device(kind, device.clone());
+        let device = app
+            .service()
+            .register_device(caller.user_id, registration)
+            .await?;
         Ok(Device(device))
     }
 
@@ -386,12 +379,10 @@ impl DeviceMutation {
             attributes,
         };
         let device = app
-            .store
+            .service()
             .update_device(id, caller.scope(), update)
             .await
             .or_not_found("device")?;
-        app.bus
-            .publish_device(DeviceChangeKind::Updated, device.clone());
         Ok(Device(device))
     }
 
@@ -406,12 +397,10 @@ impl DeviceMutation {
         let id = input::uuid_id("device", &id)?;
         let app = state(ctx);
         let device = app
-            .store
+            .service()
             .disconnect_device(id, caller.scope())
             .await
             .or_not_found("device")?;
-        app.bus
-            .publish_device(DeviceChangeKind::Status, device.clone());
         Ok(Device(device))
     }
 
@@ -425,13 +414,11 @@ impl DeviceMutation {
         let id = input::uuid_id("device", &id)?;
         let app = state(ctx);
         let device = app
-            .store
+            .service()
             .delete_device(id, caller.scope())
             .await
             .or_not_found("device")?;
-        let id = ID(device.id.to_string());
-        app.bus.publish_device(DeviceChangeKind::Deleted, device);
-        Ok(id)
+        Ok(ID(device.id.to_string()))
     }
 }
 

@@ -2,8 +2,11 @@
 //! every resolver follows.
 //!
 //! Resolvers are thin: read the caller from the context (which checks its
-//! permission), validate input, call one function of `store` or `auth`, and
-//! map the result. No query is built here.
+//! permission), validate input, call one function of `service` (for an
+//! action others must hear of), `store` (for a read) or `auth`, and map the
+//! result. No query is built here, and mutations publish nothing on the
+//! bus themselves (the `commands` delivery stream, which marks each command
+//! DELIVERED as it hands it over, still does).
 //!
 //! # Layout
 //! - `admission`: size, nesting and cost limits, before any parsing.
