@@ -318,7 +318,7 @@ async fn user(command: UserCommand, config: &Config) -> anyhow::Result<()> {
             role,
             password_stdin,
         } => {
-            graphql::validate_username(&username).map_err(anyhow::Error::msg)?;
+            auth::validate_username(&username).map_err(anyhow::Error::msg)?;
             let (password, generated) = password_from(password_stdin)?;
             let hash = hasher.hash(password.clone()).await?;
             let user = refused_as_conflict(store.create_user(&username, hash, role.into()).await)?;
@@ -632,9 +632,7 @@ async fn apikey(command: ApiKeyCommand, config: &Config) -> anyhow::Result<()> {
                     auth::permission_cap(owner.role)
                 );
             }
-            if name.is_empty() || name.chars().count() > 100 {
-                bail!("the key name must be 1 to 100 characters long");
-            }
+            auth::validate_key_name(&name).map_err(anyhow::Error::msg)?;
             let secret = auth::token::new_api_key_secret();
             let key = store
                 .create_api_key(

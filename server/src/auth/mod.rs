@@ -213,6 +213,33 @@ pub fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// Checks a username: 3 to 64 characters from `[A-Za-z0-9._-]`.
+pub fn validate_username(username: &str) -> Result<(), &'static str> {
+    let valid_chars = username
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !(3..=64).contains(&username.len()) || !valid_chars {
+        return Err("the username must be 3 to 64 characters from letters, digits, `.`, `_`, `-`");
+    }
+    Ok(())
+}
+
+/// Longest API key name, in characters.
+pub const KEY_NAME_MAX: usize = 100;
+
+/// Checks an API key's name: 1 to [`KEY_NAME_MAX`] characters, none of them
+/// a control character (names are listed on pages and written to logs).
+pub fn validate_key_name(name: &str) -> Result<(), &'static str> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > KEY_NAME_MAX {
+        return Err("the key name must be 1 to 100 characters long");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("the key name must not contain control characters");
+    }
+    Ok(())
+}
+
 /// Checks a new password against the length limits.
 pub fn validate_new_password(password: &str) -> Result<(), &'static str> {
     if password.chars().count() < PASSWORD_MIN_CHARS {
@@ -427,5 +454,31 @@ impl Auth {
             .store
             .revoke_refresh_token(&token::hash_secret(refresh_token))
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rules the API and the CLI share, written once.
+    #[test]
+    fn names_and_tokens_are_checked_the_same_everywhere() {
+        assert!(validate_key_name("kitchen gateway").is_ok());
+        assert!(validate_key_name(&"k".repeat(KEY_NAME_MAX)).is_ok());
+        assert!(validate_key_name(&"k".repeat(KEY_NAME_MAX + 1)).is_err());
+        assert!(validate_key_name("").is_err());
+        assert!(validate_key_name("line\nbreak").is_err());
+        assert!(validate_key_name("\u{1b}[31mred").is_err());
+
+        assert!(validate_username("ada.l_ovelace-1").is_ok());
+        assert!(validate_username("ad").is_err());
+        assert!(validate_username("ada lovelace").is_err());
+
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("  bearer \t abc  "), Some("abc"));
+        assert_eq!(bearer_token("Basic YWJj"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("abc"), None);
     }
 }

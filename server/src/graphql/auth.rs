@@ -182,17 +182,6 @@ pub struct CreateUserInput {
     pub role: Role,
 }
 
-/// Checks a username: 3 to 64 characters from `[A-Za-z0-9._-]`.
-pub fn validate_username(username: &str) -> Result<(), &'static str> {
-    let valid_chars = username
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !(3..=64).contains(&username.len()) || !valid_chars {
-        return Err("the username must be 3 to 64 characters from letters, digits, `.`, `_`, `-`");
-    }
-    Ok(())
-}
-
 #[derive(Default)]
 pub struct AuthQuery;
 
@@ -264,7 +253,7 @@ impl AuthMutation {
         #[graphql(desc = "The new user's name, password and role.")] input: CreateUserInput,
     ) -> ApiResult<User> {
         principal(ctx, Permission::Admin)?.require_admin()?;
-        validate_username(&input.username).map_err(ApiError::bad_input)?;
+        authn::validate_username(&input.username).map_err(ApiError::bad_input)?;
         authn::validate_new_password(&input.password).map_err(ApiError::bad_input)?;
         let app = state(ctx);
         let hash = app.auth.hasher().hash(input.password).await?;
@@ -414,7 +403,7 @@ impl AuthMutation {
         #[graphql(desc = "READ, WRITE or ADMIN; at most the caller's own.")] permission: Permission,
     ) -> ApiResult<NewApiKey> {
         let caller = principal(ctx, Permission::Admin)?;
-        input::text("name", &name, 100)?;
+        authn::validate_key_name(&name).map_err(ApiError::bad_input)?;
         if permission > authn::permission_cap(caller.role) || permission > caller.permission {
             return Err(ApiError::Forbidden(format!(
                 "a {:?} user may not create a key with {permission:?} permission",

@@ -55,7 +55,6 @@ mod totals;
 
 use async_graphql::{MergedObject, MergedSubscription, SDLExportOptions, Schema};
 
-pub use auth::validate_username;
 pub use context::{RequestContext, SocketLease};
 
 use crate::{AppState, config::Limits};
