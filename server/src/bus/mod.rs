@@ -18,13 +18,19 @@
 //!
 //! # Layout
 //! - this module: the rings, the lossless [`event_stream`], live filters;
+//! - `device_stream`: the lossless stream of device changes
+//!   ([`device_changes`]), resynced from the store after a lag;
 //! - `postgres`: the relay between nodes over `LISTEN/NOTIFY`;
 //! - `revocations`: revoked credentials, read from the store on every node.
 
+/// The lossless stream of device changes one subscriber sees.
+mod device_stream;
 /// Fan-out between nodes sharing a PostgreSQL database.
 pub mod postgres;
 /// Revoked credentials, from the store to this node's sockets.
 pub mod revocations;
+
+pub use device_stream::device_changes;
 
 use std::{
     pin::Pin,
