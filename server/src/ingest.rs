@@ -300,14 +300,7 @@ mod tests {
             .await
             .unwrap()
             .id;
-        let registration = DeviceRegistration {
-            external_id: "meter".into(),
-            name: None,
-            r#type: None,
-            location: None,
-            attributes: None,
-            session: None,
-        };
+        let registration = DeviceRegistration::of("meter");
         let device = store
             .register_device(owner, registration)
             .await

@@ -145,17 +145,6 @@ mod tests {
     use super::*;
     use crate::store::{self, entity::Role};
 
-    fn registration(external_id: &str) -> DeviceRegistration {
-        DeviceRegistration {
-            external_id: external_id.to_owned(),
-            name: None,
-            r#type: None,
-            location: None,
-            attributes: None,
-            session: None,
-        }
-    }
-
     /// Every action is both committed and heard: what a subscriber on the
     /// bus receives is what the store now holds (real SQLite).
     #[tokio::test]
@@ -173,11 +162,11 @@ mod tests {
         let scope = Scope::Owner(owner);
 
         let created = service
-            .register_device(owner, registration("relay"))
+            .register_device(owner, DeviceRegistration::of("relay"))
             .await
             .unwrap();
         let again = service
-            .register_device(owner, registration("relay"))
+            .register_device(owner, DeviceRegistration::of("relay"))
             .await
             .unwrap();
         let update = DeviceUpdate {
@@ -228,7 +217,7 @@ mod tests {
 
         // A user's deletion: each of its devices DELETED.
         let kept = service
-            .register_device(owner, registration("thermometer"))
+            .register_device(owner, DeviceRegistration::of("thermometer"))
             .await
             .unwrap();
         let _ = devices.recv().await.unwrap();

@@ -91,15 +91,11 @@ mod tests {
     };
 
     async fn register(store: &Store, owner: uuid::Uuid, external_id: &str) -> device::Model {
-        let registration = DeviceRegistration {
-            external_id: external_id.to_owned(),
-            name: None,
-            r#type: None,
-            location: None,
-            attributes: None,
-            session: None,
-        };
-        store.register_device(owner, registration).await.unwrap().0
+        store
+            .register_device(owner, DeviceRegistration::of(external_id))
+            .await
+            .unwrap()
+            .0
     }
 
     /// A subscriber whose ring overflowed gets the devices that remain as

@@ -63,6 +63,21 @@ pub struct DeviceRegistration {
     pub session: Option<ConnectorSession>,
 }
 
+impl DeviceRegistration {
+    /// A registration of `external_id` alone, outside any connector session:
+    /// the defaults for a new device, nothing changed on an existing one.
+    pub fn of(external_id: impl Into<String>) -> Self {
+        DeviceRegistration {
+            external_id: external_id.into(),
+            name: None,
+            r#type: None,
+            location: None,
+            attributes: None,
+            session: None,
+        }
+    }
+}
+
 /// A gateway's WebSocket session: devices it registers are bound to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectorSession {

@@ -547,14 +547,7 @@ async fn a_failing_batch_is_stored_publish_by_publish() {
         .await
         .unwrap()
         .id;
-    let registration = DeviceRegistration {
-        external_id: "meter".into(),
-        name: None,
-        r#type: None,
-        location: None,
-        attributes: None,
-        session: None,
-    };
+    let registration = DeviceRegistration::of("meter");
     let device = store
         .register_device(owner, registration)
         .await
