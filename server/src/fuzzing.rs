@@ -29,12 +29,7 @@ fn admit(mut request: async_graphql::Request, limits: &Limits) {
     use crate::graphql::persisted::PersistedQueries;
     static CACHE: std::sync::OnceLock<PersistedQueries> = std::sync::OnceLock::new();
     let cache = CACHE.get_or_init(|| PersistedQueries::new(64 * 1024));
-    if let Ok(registration) = cache.resolve(&mut request)
-        && crate::graphql::admission::admit(&mut request, limits).is_ok()
-        && let Some(registration) = registration
-    {
-        cache.remember(registration, &request.query);
-    }
+    let _ = cache.admit(&mut request, limits);
 }
 
 /// A GraphQL document and variables, through admission.

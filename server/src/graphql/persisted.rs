@@ -25,7 +25,8 @@ use async_graphql::{Pos, Request, ServerError};
 use hashlink::LruCache;
 use sha2::{Digest, Sha256};
 
-use super::error::ApiError;
+use super::{admission, error::ApiError};
+use crate::config::Limits;
 
 /// A query's SHA-256.
 type Hash = [u8; 32];
@@ -81,6 +82,19 @@ impl PersistedQueries {
             )));
         }
         Ok(Some(Registration(hash)))
+    }
+
+    /// What every transport does with a request before running it: fills
+    /// in a persisted query from its hash, admits the document (see
+    /// `admission`), and remembers a query sent with its hash once it has
+    /// passed. Any refusal is the request's error.
+    pub fn admit(&self, request: &mut Request, limits: &Limits) -> Result<(), ServerError> {
+        let registration = self.resolve(request)?;
+        admission::admit(request, limits)?;
+        if let Some(registration) = registration {
+            self.remember(registration, &request.query);
+        }
+        Ok(())
     }
 
     /// Remembers an admitted query under its hash, making room by

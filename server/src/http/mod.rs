@@ -594,14 +594,10 @@ fn refusal(
     request: &mut async_graphql::Request,
     format: Format,
 ) -> Option<Response> {
-    let admitted = state.persisted.resolve(request).and_then(|registration| {
-        admission::admit(request, &state.app.config.limits)?;
-        if let Some(registration) = registration {
-            state.persisted.remember(registration, &request.query);
-        }
-        Ok(())
-    });
-    let error = admitted.err()?;
+    let error = state
+        .persisted
+        .admit(request, &state.app.config.limits)
+        .err()?;
     Some(request_error_response(format, &[error]))
 }
 
@@ -676,9 +672,12 @@ pub fn request_from_query_string(
         let Some(text) = text else {
             return Ok(serde_json::Value::Null);
         };
-        admission::scan_json(text.as_bytes(), limits.json_depth + 1)
-            .and_then(|()| serde_json::from_str(&text).map_err(|err| err.to_string()))
-            .map_err(|err| BodyError::Malformed(format!("`{name}` is not JSON: {err}")))
+        admission::scan_json(
+            text.as_bytes(),
+            limits.json_depth + admission::JSON_ENVELOPE_DEPTH,
+        )
+        .and_then(|()| serde_json::from_str(&text).map_err(|err| err.to_string()))
+        .map_err(|err| BodyError::Malformed(format!("`{name}` is not JSON: {err}")))
     };
     let mut request = async_graphql::Request::new(params.query);
     request.operation_name = params.operation_name;

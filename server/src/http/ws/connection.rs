@@ -28,7 +28,7 @@ use super::protocol::{
 };
 use crate::{
     auth::{Auth, AuthError, Principal, Standing},
-    graphql::{RequestContext, SocketLease, admission, error::ApiError, live},
+    graphql::{RequestContext, SocketLease, error::ApiError, live},
     http::{HttpState, Rendered, is_request_error, to_json_within, too_large_error},
     metrics::GaugeGuard,
     store::ConnectorSession,
@@ -414,14 +414,10 @@ impl Connection {
         // Before `live::compile` parses the document: a refusal is a request
         // error, sent as any other (an `error` message, no `complete`). A
         // persisted query's hash is resolved first, as over HTTP.
-        let persisted = &self.state.persisted;
-        let admitted = persisted.resolve(&mut request).and_then(|registration| {
-            admission::admit(&mut request, &self.state.app.config.limits)?;
-            if let Some(registration) = registration {
-                persisted.remember(registration, &request.query);
-            }
-            Ok(())
-        });
+        let admitted = self
+            .state
+            .persisted
+            .admit(&mut request, &self.state.app.config.limits);
         if let Err(refused) = admitted {
             return failed(refused);
         }
