@@ -202,6 +202,24 @@ async fn hostile_persisted_queries_are_refused_and_cost_nothing() {
         assert!(response.status().is_client_error(), "{}", response.status());
     }
 
+    // GET's JSON parameters nested 5 000 deep (a 30 KB URL; the HTTP client
+    // refuses longer ones, the server's header limit bounds them): refused
+    // by the depth scan before serde_json builds anything.
+    let deep = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+    for name in ["variables", "extensions"] {
+        let refused = get(
+            &app,
+            &admin,
+            &[
+                ("query", "{ me { permission } }".to_owned()),
+                (name, deep.clone()),
+            ],
+        )
+        .await;
+        assert_eq!(refused.status, 400, "{name}");
+        assert_eq!(refused.error_code(), "BAD_USER_INPUT", "{name}");
+    }
+
     // A query admission refuses (10 000 levels of brackets, scanned before
     // parsing) is refused with its hash too, and is not registered.
     let nested = format!(
