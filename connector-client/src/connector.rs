@@ -45,6 +45,7 @@ pub enum ConnectionState {
 }
 
 /// What callers ask of the session task.
+#[derive(Debug)]
 pub(crate) enum Request {
     /// Make the platform match the device's entry; answer when it does.
     SyncDevice {
@@ -93,7 +94,7 @@ impl Registry {
     }
 
     /// A caller's change: a new generation.
-    fn change(&mut self, entry: DeviceEntry) {
+    pub(crate) fn change(&mut self, entry: DeviceEntry) {
         let generation = self.generation(&entry.spec.external_id) + 1;
         self.entries
             .insert(entry.spec.external_id.clone(), (entry, generation));

@@ -39,7 +39,10 @@
 //! ```
 //! A call checks its input, records what it changes in the outbox file,
 //! and hands the session a request with a `oneshot` for the answer. The
-//! session owns the socket and makes the platform match the outbox.
+//! session owns the socket and makes the platform match the outbox. It is
+//! two halves: `session/state.rs` decides (a state machine without I/O,
+//! unit-tested with virtual time) and `session/io.rs` connects, waits and
+//! carries out what the state machine asks for.
 
 /// The `ferrite-connector` command line.
 pub mod cli;
@@ -55,7 +58,8 @@ mod options;
 mod outbox;
 /// graphql-transport-ws messages.
 mod protocol;
-/// The session task that owns the socket.
+/// The session task that owns the socket: a sans-I/O state machine and
+/// the loop that drives it.
 mod session;
 /// The gateway simulator of `ferrite-connector run`.
 pub mod simulate;
@@ -63,9 +67,10 @@ pub mod simulate;
 /// Entry points for the fuzz targets in `fuzz/`: not part of the API.
 #[doc(hidden)]
 pub mod fuzzing {
-    /// Decodes a server message as the session would.
+    /// Hands a server message to a session with every kind of operation
+    /// in flight.
     pub fn server_message(text: &str) {
-        crate::session::decode_server_text(text);
+        crate::session::fuzz_server_text(text);
     }
 
     /// Parses and validates a `connector.toml`.
