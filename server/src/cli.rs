@@ -20,6 +20,7 @@ use crate::{
     Server, auth,
     config::{Config, Overrides},
     graphql, open_store,
+    service::{AccountError, Accounts},
     store::{
         Scope, Store, StoreError,
         entity::{Permission, Role, user},
@@ -305,6 +306,7 @@ fn password_from(stdin: bool) -> anyhow::Result<(String, bool)> {
         .read_line(&mut line)
         .context("reading the password from standard input")?;
     let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    // Checked here too, so a bad one is refused before anything else.
     auth::validate_new_password(&password).map_err(anyhow::Error::msg)?;
     Ok((password, false))
 }
@@ -312,16 +314,20 @@ fn password_from(stdin: bool) -> anyhow::Result<(String, bool)> {
 async fn user(command: UserCommand, config: &Config) -> anyhow::Result<()> {
     let store = open_store(config).await?;
     let hasher = auth::PasswordHasher::new(1);
+    let accounts = Accounts::new(&store, &hasher);
     match command {
         UserCommand::Add {
             username,
             role,
             password_stdin,
         } => {
+            // Before asking for a password.
             auth::validate_username(&username).map_err(anyhow::Error::msg)?;
             let (password, generated) = password_from(password_stdin)?;
-            let hash = hasher.hash(password.clone()).await?;
-            let user = refused_as_conflict(store.create_user(&username, hash, role.into()).await)?;
+            let user = accounts
+                .create_user(&username, password.clone(), role.into())
+                .await
+                .map_err(refused)?;
             println!(
                 "created user {} ({:?}, id {})",
                 user.username, user.role, user.id
@@ -348,8 +354,10 @@ async fn user(command: UserCommand, config: &Config) -> anyhow::Result<()> {
         } => {
             let user = user_named(&store, &username).await?;
             let (password, generated) = password_from(password_stdin)?;
-            let hash = hasher.hash(password.clone()).await?;
-            store.set_password(user.id, hash).await?;
+            accounts
+                .set_password(user.id, password.clone())
+                .await
+                .map_err(refused)?;
             println!("password of {username} changed; its sessions are ended");
             if generated {
                 println!("password: {password}");
@@ -596,6 +604,15 @@ async fn user_named(store: &Store, username: &str) -> anyhow::Result<user::Model
     }
 }
 
+/// An account action's refusal as the operator reads it: a conflict is
+/// its message alone, like [`refused_as_conflict`].
+fn refused(err: AccountError) -> anyhow::Error {
+    match err {
+        AccountError::Store(StoreError::Conflict(msg)) => anyhow::anyhow!("{msg}"),
+        other => other.into(),
+    }
+}
+
 /// A store refusal (a taken username, the last administrator) as the
 /// message it carries.
 fn refused_as_conflict<T>(result: Result<T, StoreError>) -> anyhow::Result<T> {
@@ -607,6 +624,9 @@ fn refused_as_conflict<T>(result: Result<T, StoreError>) -> anyhow::Result<T> {
 
 async fn apikey(command: ApiKeyCommand, config: &Config) -> anyhow::Result<()> {
     let store = open_store(config).await?;
+    // Keys need no password hashing; the hasher is never used.
+    let hasher = auth::PasswordHasher::new(1);
+    let accounts = Accounts::new(&store, &hasher);
     let find_user = |username: String| {
         let store = store.clone();
         async move {
@@ -623,31 +643,17 @@ async fn apikey(command: ApiKeyCommand, config: &Config) -> anyhow::Result<()> {
             permission,
         } => {
             let owner = find_user(user).await?;
-            let permission = Permission::from(permission);
-            if permission > auth::permission_cap(owner.role) {
-                bail!(
-                    "{} is a {:?}; its keys may be at most {:?}",
-                    owner.username,
-                    owner.role,
-                    auth::permission_cap(owner.role)
-                );
-            }
-            auth::validate_key_name(&name).map_err(anyhow::Error::msg)?;
-            let secret = auth::token::new_api_key_secret();
-            let key = store
-                .create_api_key(
-                    owner.id,
-                    &name,
-                    permission,
-                    secret.shown_prefix,
-                    secret.hash,
-                )
-                .await?;
+            // The operator of the machine creates keys as an administrator.
+            let created = accounts
+                .create_api_key(&owner, Permission::Admin, &name, permission.into())
+                .await
+                .map_err(refused)?;
+            let key = created.key;
             println!(
                 "created API key {} ({:?}) for {}",
                 key.id, key.permission, owner.username
             );
-            println!("secret (shown only now): {}", secret.secret);
+            println!("secret (shown only now): {}", created.secret);
         }
         ApiKeyCommand::List { user } => {
             let scope = match user {
@@ -673,10 +679,10 @@ async fn apikey(command: ApiKeyCommand, config: &Config) -> anyhow::Result<()> {
                 );
             }
         }
-        ApiKeyCommand::Revoke { id } => match store.revoke_api_key(id, Scope::All).await {
+        ApiKeyCommand::Revoke { id } => match accounts.revoke_api_key(id, Scope::All).await {
             Ok(key) => println!("revoked API key {} ({})", key.id, key.name),
-            Err(StoreError::NotFound) => bail!("no API key with id {id}"),
-            Err(err) => return Err(err.into()),
+            Err(AccountError::Store(StoreError::NotFound)) => bail!("no API key with id {id}"),
+            Err(err) => return Err(refused(err)),
         },
     }
     store.close().await;

@@ -97,6 +97,12 @@ impl AppState {
     pub fn service(&self) -> service::Service<'_> {
         service::Service::new(&self.store, &self.bus)
     }
+
+    /// The actions on users, passwords and API keys (see
+    /// [`service::accounts`]).
+    pub fn accounts(&self) -> service::Accounts<'_> {
+        service::Accounts::new(&self.store, self.auth.hasher())
+    }
 }
 
 /// Why the server could not start.

@@ -9,7 +9,7 @@ use super::{
     input,
 };
 use crate::{
-    auth::{self as authn, Credential, Principal as AuthPrincipal, SessionTokens, token},
+    auth::{Credential, Principal as AuthPrincipal, SessionTokens},
     store::entity::{Permission, Role, api_key, user},
 };
 
@@ -253,13 +253,9 @@ impl AuthMutation {
         #[graphql(desc = "The new user's name, password and role.")] input: CreateUserInput,
     ) -> ApiResult<User> {
         principal(ctx, Permission::Admin)?.require_admin()?;
-        authn::validate_username(&input.username).map_err(ApiError::bad_input)?;
-        authn::validate_new_password(&input.password).map_err(ApiError::bad_input)?;
-        let app = state(ctx);
-        let hash = app.auth.hasher().hash(input.password).await?;
-        let user = app
-            .store
-            .create_user(&input.username, hash, input.role)
+        let user = state(ctx)
+            .accounts()
+            .create_user(&input.username, input.password, input.role)
             .await?;
         Ok(User(user))
     }
@@ -278,12 +274,11 @@ impl AuthMutation {
     ) -> ApiResult<bool> {
         principal(ctx, Permission::Admin)?.require_admin()?;
         let id = input::uuid_id("user", &id)?;
-        authn::validate_new_password(&new_password).map_err(ApiError::bad_input)?;
-        let app = state(ctx);
-        // Found before hashing: an unknown id costs no argon2 run.
-        let user = app.store.user_by_id(id).await.or_not_found("user")?;
-        let hash = app.auth.hasher().hash(new_password).await?;
-        app.store.set_password(user.id, hash).await?;
+        state(ctx)
+            .accounts()
+            .set_password(id, new_password)
+            .await
+            .or_not_found("user")?;
         Ok(true)
     }
 
@@ -375,20 +370,10 @@ impl AuthMutation {
         #[graphql(desc = "At least 8 characters.")] new_password: String,
     ) -> ApiResult<bool> {
         let caller = principal(ctx, Permission::Admin)?;
-        let app = state(ctx);
-        let user = app.store.user_by_id(caller.user_id).await?;
-        if current_password.len() > authn::PASSWORD_MAX_BYTES
-            || !app
-                .auth
-                .hasher()
-                .verify(current_password, Some(user.password_hash))
-                .await?
-        {
-            return Err(ApiError::Forbidden("the current password is wrong".into()));
-        }
-        authn::validate_new_password(&new_password).map_err(ApiError::bad_input)?;
-        let hash = app.auth.hasher().hash(new_password).await?;
-        app.store.set_password(user.id, hash).await?;
+        state(ctx)
+            .accounts()
+            .change_password(caller.user_id, current_password, new_password)
+            .await?;
         Ok(true)
     }
 
@@ -403,27 +388,15 @@ impl AuthMutation {
         #[graphql(desc = "READ, WRITE or ADMIN; at most the caller's own.")] permission: Permission,
     ) -> ApiResult<NewApiKey> {
         let caller = principal(ctx, Permission::Admin)?;
-        authn::validate_key_name(&name).map_err(ApiError::bad_input)?;
-        if permission > authn::permission_cap(caller.role) || permission > caller.permission {
-            return Err(ApiError::Forbidden(format!(
-                "a {:?} user may not create a key with {permission:?} permission",
-                caller.role
-            )));
-        }
-        let secret = token::new_api_key_secret();
-        let key = state(ctx)
-            .store
-            .create_api_key(
-                caller.user_id,
-                &name,
-                permission,
-                secret.shown_prefix,
-                secret.hash,
-            )
+        let app = state(ctx);
+        let owner = app.store.user_by_id(caller.user_id).await?;
+        let created = app
+            .accounts()
+            .create_api_key(&owner, caller.permission, &name, permission)
             .await?;
         Ok(NewApiKey {
-            key,
-            secret: secret.secret,
+            key: created.key,
+            secret: created.secret,
         })
     }
 
@@ -474,7 +447,7 @@ impl AuthMutation {
         let caller = principal(ctx, Permission::Admin)?;
         let id = input::uuid_id("API key", &id)?;
         let key = state(ctx)
-            .store
+            .accounts()
             .revoke_api_key(id, caller.scope())
             .await
             .or_not_found("API key")?;

@@ -12,7 +12,7 @@ use async_graphql::{
     futures_util::stream::{BoxStream, StreamExt},
 };
 
-use crate::{auth::AuthError, store::StoreError};
+use crate::{auth::AuthError, service::AccountError, store::StoreError};
 
 /// An error a resolver returns.
 ///
@@ -103,6 +103,17 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(msg) => ApiError::Conflict(msg.to_owned()),
             StoreError::Forbidden(msg) => ApiError::Forbidden(msg.to_owned()),
             StoreError::Database(_) => ApiError::internal(&err),
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(err: AccountError) -> Self {
+        match err {
+            AccountError::Invalid(msg) => ApiError::bad_input(msg),
+            AccountError::Forbidden(msg) => ApiError::Forbidden(msg),
+            AccountError::Auth(err) => err.into(),
+            AccountError::Store(err) => err.into(),
         }
     }
 }
@@ -203,6 +214,15 @@ impl<T> OrNotFound<T> for Result<T, StoreError> {
     fn or_not_found(self, what: &str) -> ApiResult<T> {
         self.map_err(|err| match err {
             StoreError::NotFound => ApiError::not_found(what),
+            other => other.into(),
+        })
+    }
+}
+
+impl<T> OrNotFound<T> for Result<T, AccountError> {
+    fn or_not_found(self, what: &str) -> ApiResult<T> {
+        self.map_err(|err| match err {
+            AccountError::Store(StoreError::NotFound) => ApiError::not_found(what),
             other => other.into(),
         })
     }

@@ -8,12 +8,18 @@
 //! owner) and input already checked by the API layer; they return the
 //! store's errors, which the API maps to codes.
 //!
-//! Not here (yet): API keys, users' passwords and roles, whose changes
-//! reach sockets through the store's revocation notes rather than the bus,
-//! and the hand-over of commands to a gateway, which the delivery stream
-//! does as it streams.
+//! Users, passwords and API keys are in [`accounts`]: their changes reach
+//! sockets through the store's revocation notes rather than the bus, so
+//! the CLI, which has no bus, uses them too. The hand-over of commands to
+//! a gateway is not here: the delivery stream (`bus::command_stream`) does
+//! it as it streams.
 
 use uuid::Uuid;
+
+/// Users, passwords and API keys.
+pub mod accounts;
+
+pub use accounts::{AccountError, Accounts};
 
 use crate::{
     bus::{Bus, DeviceChangeKind},
