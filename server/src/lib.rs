@@ -17,8 +17,12 @@
 //! ```
 //!
 //! Resolvers change state through `service`, which commits to the store
-//! and publishes on the bus together. Around them: `config`, `cli`, `lock`
-//! (one server per data directory), `metrics`, `scheduled_backup`.
+//! and publishes on the bus together (`service::accounts`: users,
+//! passwords and keys, whose changes reach sockets through the store's
+//! revocation notes; the CLI calls it too). The lossless live streams
+//! (events, device changes, command delivery) live in `bus`. Around them:
+//! `config`, `cli`, `lock` (one server per data directory), `metrics`,
+//! `scheduled_backup`.
 //!
 //! [`Server::start`] loads nothing itself: it takes a validated
 //! [`config::Config`], opens and migrates the database, prepares the JWT
@@ -47,7 +51,8 @@ pub mod metrics;
 pub mod presence;
 /// Backups the running server takes on a schedule.
 pub mod scheduled_backup;
-/// Actions that commit to the store and tell live subscribers together.
+/// Actions that commit to the store and tell live subscribers together;
+/// users, passwords and API keys.
 pub mod service;
 /// SeaORM entities and every query.
 pub mod store;

@@ -20,9 +20,14 @@
 //! - this module: the rings, the lossless [`event_stream`], live filters;
 //! - `device_stream`: the lossless stream of device changes
 //!   ([`device_changes`]), resynced from the store after a lag;
+//! - `command_stream`: a gateway's command delivery
+//!   ([`command_delivery`]) and one command's transitions
+//!   ([`command_updates`]), resynced the same way;
 //! - `postgres`: the relay between nodes over `LISTEN/NOTIFY`;
 //! - `revocations`: revoked credentials, read from the store on every node.
 
+/// A gateway's command delivery and one command's transitions.
+mod command_stream;
 /// The lossless stream of device changes one subscriber sees.
 mod device_stream;
 /// Fan-out between nodes sharing a PostgreSQL database.
@@ -30,6 +35,7 @@ pub mod postgres;
 /// Revoked credentials, from the store to this node's sockets.
 pub mod revocations;
 
+pub use command_stream::{command_delivery, command_updates};
 pub use device_stream::device_changes;
 
 use std::{
