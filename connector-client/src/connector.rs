@@ -1,5 +1,9 @@
 //! [`Connector`]: the handle a gateway holds. Cheap to clone; every clone
 //! talks to the one session task over a bounded channel.
+//!
+//! (Over 600 lines on purpose: this is the library's public surface, every
+//! method a gateway calls with its documentation, kept in one file in the
+//! order a gateway uses them; the work is in `session` and `outbox`.)
 
 use std::{
     collections::{BTreeMap, HashMap},

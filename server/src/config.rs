@@ -10,6 +10,10 @@
 //! Nested keys are reached from the environment with a double underscore:
 //! `FERRITE_LIMITS__PAYLOAD_BYTES=131072` sets `[limits] payload_bytes`.
 //! Unknown keys in the file are errors, so a typo does not pass silently.
+//!
+//! (Over 600 lines on purpose: every section with its defaults and its
+//! validation in one file, in the order of `ferrite.example.toml`, so the
+//! whole of what an operator may set is read in one place.)
 
 use std::{
     fmt,

@@ -27,6 +27,9 @@
 //! WebSocket `subscribe`), called by the transport before it looks into the
 //! document, and again by the [`Admission`] schema extension for anything
 //! that reaches the schema another way.
+//!
+//! (Over 600 lines with its tests: 450 of code, the rest the limit tests,
+//! which belong beside the limits they hold.)
 
 use std::{any::TypeId, collections::HashMap, sync::Arc};
 

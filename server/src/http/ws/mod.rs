@@ -35,6 +35,8 @@ use crate::config::Limits;
 
 /// One socket's task.
 mod connection;
+/// Expiry, renewal and revocation of a socket's credential.
+mod credential;
 /// Messages, subprotocols and close codes.
 mod protocol;
 
