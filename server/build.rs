@@ -49,7 +49,33 @@ fn main() {
     } else {
         build(&web, &out);
     }
+    backdate(&out);
     memory_serve::load_directory(&out);
+}
+
+/// Gives everything under `dir` an old modification time.
+///
+/// memory-serve declares `rerun-if-changed` on the directory it embeds, and
+/// cargo reruns a build script when anything there is newer than the moment
+/// the script *started*: a directory the script fills itself would make
+/// every later `cargo build` or `cargo test` run vite again and recompile
+/// the server and everything above it. The files are generated from the
+/// sources declared above, so their own times carry no information.
+fn backdate(dir: &Path) {
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(86_400);
+    let entries = fs::read_dir(dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            backdate(&path);
+        } else if let Ok(file) = fs::File::options().write(true).open(&path) {
+            let _ = file.set_modified(old);
+        }
+    }
+    // A directory's own time changes as files are written into it.
+    if let Ok(handle) = fs::File::open(dir) {
+        let _ = handle.set_modified(old);
+    }
 }
 
 fn fail(message: &str) -> ! {
