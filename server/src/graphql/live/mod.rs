@@ -96,19 +96,23 @@ pub struct Compiled {
 /// Compiles `request` when it is a subscription this module can deliver,
 /// and leaves the parsed document in it for async-graphql. `None`: run it
 /// through async-graphql.
+///
+/// The document is the one admission parsed (`Request::parsed_query`
+/// parses only if nothing did): parsing is the largest single cost of a
+/// small operation such as `publishEvent`, and was paid twice.
 pub fn compile(request: &mut Request, plans: &Plans) -> Option<Compiled> {
-    let document = async_graphql::parser::parse_query(&request.query).ok()?;
-    let compiled = plan::compile_document(
-        &document,
-        request.operation_name.as_deref(),
-        &request.variables,
-    )
-    .map(|(shape, pos)| Compiled {
+    // Moved out and back so the document can be borrowed beside them.
+    let operation_name = request.operation_name.take();
+    let variables = std::mem::take(&mut request.variables);
+    let compiled = request.parsed_query().ok().and_then(|document| {
+        plan::compile_document(document, operation_name.as_deref(), &variables)
+    });
+    request.operation_name = operation_name;
+    request.variables = variables;
+    compiled.map(|(shape, pos)| Compiled {
         plan: plans.intern(shape),
         pos,
-    });
-    request.set_parsed_query(document);
-    compiled
+    })
 }
 
 /// What a compiled subscription sends.
