@@ -34,6 +34,8 @@ mod connection;
 pub mod context;
 /// Devices and their registration.
 mod devices;
+/// Parsed documents kept by their text.
+pub mod documents;
 /// Error codes.
 pub mod error;
 /// Events: history and publishing.

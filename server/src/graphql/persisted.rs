@@ -25,7 +25,7 @@ use async_graphql::{Pos, Request, ServerError};
 use hashlink::LruCache;
 use sha2::{Digest, Sha256};
 
-use super::{admission, error::ApiError};
+use super::{admission, documents::Documents, error::ApiError};
 use crate::config::Limits;
 
 /// A query's SHA-256.
@@ -35,6 +35,9 @@ type Hash = [u8; 32];
 pub struct PersistedQueries {
     cache: Mutex<Cache>,
     capacity_bytes: usize,
+    /// Parsed documents of admitted texts, so a repeated operation is not
+    /// parsed again (see `documents`).
+    documents: Documents,
 }
 
 struct Cache {
@@ -55,6 +58,7 @@ impl PersistedQueries {
                 bytes: 0,
             }),
             capacity_bytes,
+            documents: Documents::default(),
         }
     }
 
@@ -86,11 +90,16 @@ impl PersistedQueries {
 
     /// What every transport does with a request before running it: fills
     /// in a persisted query from its hash, admits the document (see
-    /// `admission`), and remembers a query sent with its hash once it has
-    /// passed. Any refusal is the request's error.
+    /// `admission`; a text admitted before is not parsed again, but still
+    /// scanned and counted), and remembers a query sent with its hash once
+    /// it has passed. Any refusal is the request's error.
     pub fn admit(&self, request: &mut Request, limits: &Limits) -> Result<(), ServerError> {
         let registration = self.resolve(request)?;
+        let known = self.documents.prime(request);
         admission::admit(request, limits)?;
+        if !known {
+            self.documents.keep(request);
+        }
         if let Some(registration) = registration {
             self.remember(registration, &request.query);
         }
