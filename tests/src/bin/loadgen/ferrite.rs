@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, http::HeaderValue};
 
-use crate::workload::{Plan, Stamp, Tally};
+use crate::workload::{Plan, Stamp, Tally, listening_addr};
 
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -300,7 +300,6 @@ struct Server {
 
 impl Server {
     fn start(bin: &Path, admin_password: &str) -> anyhow::Result<Server> {
-        use std::io::{BufRead, BufReader};
         let dir = tempfile::tempdir()?;
         let bin = std::fs::canonicalize(bin)
             .with_context(|| format!("no server binary at {}", bin.display()))?;
@@ -318,16 +317,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .context("the server exited before listening")??;
-            if let Some(rest) = line.split("ferrite is listening addr=").nth(1) {
-                break rest.trim().parse()?;
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
+        let addr = listening_addr(&mut child, "ferrite is listening addr=", "the server")?;
         Ok(Server {
             child,
             addr,

@@ -29,7 +29,7 @@ use tokio::{
 };
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes, protocol::WebSocketConfig};
 
-use crate::workload::{Plan, Stamp, Tally};
+use crate::workload::{Plan, Stamp, Tally, listening_addr};
 
 /// Frames queued per subscriber before publishers wait.
 const QUEUE: usize = 1024;
@@ -117,23 +117,13 @@ pub struct RelayProcess {
 
 impl RelayProcess {
     pub fn start(loadgen: &Path) -> anyhow::Result<RelayProcess> {
-        use std::io::{BufRead, BufReader};
         let mut child = Command::new(loadgen)
             .args(["--serve-relay", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .context("starting the relay")?;
-        let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .context("the relay exited before listening")??;
-            if let Some(rest) = line.split("relay is listening addr=").nth(1) {
-                break rest.trim().parse()?;
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
+        let addr = listening_addr(&mut child, "relay is listening addr=", "the relay")?;
         Ok(RelayProcess { child, addr })
     }
 

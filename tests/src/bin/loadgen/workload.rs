@@ -137,6 +137,32 @@ impl Tally {
     }
 }
 
+/// Reads a child's standard error until it announces its address after
+/// `marker`, then drains the rest in a thread (so the child never blocks
+/// on a full pipe).
+pub fn listening_addr(
+    child: &mut std::process::Child,
+    marker: &str,
+    who: &str,
+) -> anyhow::Result<std::net::SocketAddr> {
+    use std::io::{BufRead, BufReader};
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("{who}: stderr is not piped"))?;
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let Some(line) = lines.next() else {
+            anyhow::bail!("{who} exited before listening");
+        };
+        if let Some(rest) = line?.split(marker).nth(1) {
+            break rest.trim().parse()?;
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok(addr)
+}
+
 /// The CPU time process `pid` has used so far, in seconds (Linux).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
