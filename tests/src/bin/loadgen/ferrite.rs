@@ -16,10 +16,7 @@ use serde_json::{Value, json};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, http::HeaderValue};
 
-use crate::workload::{Plan, Stamp, Tally, listening_addr};
-
-pub type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use crate::workload::{Plan, Socket, Stamp, Tally, listening_addr, tally_frames};
 
 /// A running Ferrite with a signed-in administrator and one device to
 /// publish for.
@@ -167,7 +164,7 @@ pub async fn subscribe(
     addr: SocketAddr,
     token: &str,
     plan: Plan,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<Tally>> {
     let mut socket = open(addr, token, None).await?;
     send(
@@ -176,24 +173,10 @@ pub async fn subscribe(
                "payload": {"query": "subscription { events { payload } }"}}),
     )
     .await?;
-    Ok(tokio::spawn(async move {
-        let mut tally = Tally::new(&plan);
-        loop {
-            tokio::select! {
-                _ = stop.changed() => break,
-                frame = socket.next() => match frame {
-                    Some(Ok(tungstenite::Message::Text(text))) => {
-                        let message: Value =
-                            serde_json::from_str(text.as_str()).unwrap_or_default();
-                        let payload = &message["payload"]["data"]["events"]["payload"];
-                        tally.note(serde_json::from_value::<Stamp>(payload.clone()).ok());
-                    }
-                    Some(Ok(_)) => {}
-                    _ => break,
-                },
-            }
-        }
-        tally
+    Ok(tally_frames(socket, plan, stop, |text| {
+        let mut message: Value = serde_json::from_str(text).ok()?;
+        let payload = message["payload"]["data"]["events"]["payload"].take();
+        serde_json::from_value::<Stamp>(payload).ok()
     }))
 }
 

@@ -29,7 +29,7 @@ use tokio::{
 };
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes, protocol::WebSocketConfig};
 
-use crate::workload::{Plan, Stamp, Tally, listening_addr};
+use crate::workload::{Plan, Socket, Stamp, Tally, listening_addr, tally_frames};
 
 /// Frames queued per subscriber before publishers wait.
 const QUEUE: usize = 1024;
@@ -139,9 +139,6 @@ impl Drop for RelayProcess {
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn open(addr: SocketAddr, role: &'static str) -> anyhow::Result<Socket> {
     let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await?;
     socket.send(Message::text(role)).await?;
@@ -191,28 +188,15 @@ pub async fn publish(addr: SocketAddr, publisher: usize, plan: Plan) -> anyhow::
 pub async fn subscribe(
     addr: SocketAddr,
     plan: Plan,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<Tally>> {
     let mut socket = open(addr, "sub").await?;
     match socket.next().await {
         Some(Ok(Message::Text(text))) if text.as_str() == "ready" => {}
         other => bail!("the relay did not register a subscriber: {other:?}"),
     }
-    Ok(tokio::spawn(async move {
-        let mut tally = Tally::new(&plan);
-        loop {
-            tokio::select! {
-                _ = stop.changed() => break,
-                frame = socket.next() => match frame {
-                    Some(Ok(Message::Text(text))) => {
-                        tally.note(serde_json::from_str::<Stamp>(text.as_str()).ok());
-                    }
-                    Some(Ok(_)) => {}
-                    _ => break,
-                },
-            }
-        }
-        tally
+    Ok(tally_frames(socket, plan, stop, |text| {
+        serde_json::from_str::<Stamp>(text).ok()
     }))
 }
 

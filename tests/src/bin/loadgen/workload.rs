@@ -137,6 +137,36 @@ impl Tally {
     }
 }
 
+/// A WebSocket client connection, as the Ferrite and relay drivers open it.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Tallies the stamps `decode` finds in `socket`'s text frames until
+/// `stop` (or the socket ends), and hands the tally over.
+pub fn tally_frames(
+    mut socket: Socket,
+    plan: Plan,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    decode: fn(&str) -> Option<Stamp>,
+) -> tokio::task::JoinHandle<Tally> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::spawn(async move {
+        let mut tally = Tally::new(&plan);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                frame = socket.next() => match frame {
+                    Some(Ok(Message::Text(text))) => tally.note(decode(text.as_str())),
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+            }
+        }
+        tally
+    })
+}
+
 /// Reads a child's standard error until it announces its address after
 /// `marker`, then drains the rest in a thread (so the child never blocks
 /// on a full pipe).
