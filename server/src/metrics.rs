@@ -106,6 +106,9 @@ pub struct Metrics {
     /// Event subscribers that fell behind the live ring and caught up from
     /// the store.
     pub catch_ups: Counter,
+    /// `publishEvent(s)` calls run on the compiled path
+    /// (`graphql::live::publish`).
+    pub compiled_publishes: Counter,
     pub backups: BackupMetrics,
     devices: Family<StatusLabel, Gauge>,
     resident_memory: Gauge,
@@ -128,6 +131,7 @@ impl Metrics {
         let (ingest, sockets) = (IngestMetrics::default(), SocketMetrics::default());
         let logins = LoginMetrics::default();
         let catch_ups = Counter::default();
+        let compiled_publishes = Counter::default();
         let backups = BackupMetrics::default();
         let devices = Family::<StatusLabel, Gauge>::default();
         let resident_memory = Gauge::default();
@@ -175,6 +179,11 @@ impl Metrics {
             catch_ups.clone(),
         );
         registry.register(
+            "compiled_publishes",
+            "publishEvent and publishEvents calls run on the compiled path, without async-graphql's execution (the rest: first runs of a document, and inputs the schema must judge)",
+            compiled_publishes.clone(),
+        );
+        registry.register(
             "backups",
             "Scheduled backups written and checked",
             backups.taken.clone(),
@@ -212,6 +221,7 @@ impl Metrics {
             sockets,
             logins,
             catch_ups,
+            compiled_publishes,
             backups,
             devices,
             resident_memory,

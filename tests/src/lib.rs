@@ -373,6 +373,16 @@ impl TestApp {
             .expect("a body")
     }
 
+    /// POSTs a whole GraphQL request (`query`, `variables`,
+    /// `operationName`, `extensions`) and returns the response body as sent.
+    pub async fn post_request_text(&self, token: &str, request: &Value) -> String {
+        self.send_raw(Some(token), "application/json", request.to_string())
+            .await
+            .text()
+            .await
+            .expect("a body")
+    }
+
     /// POSTs any body to `/graphql`.
     pub async fn post_raw(
         &self,

@@ -49,6 +49,17 @@ pub struct SocketLease {
 }
 
 impl RequestContext {
+    /// The caller, refused unless its credential holds `needed`.
+    pub fn caller(&self, needed: Permission) -> ApiResult<&Principal> {
+        let principal = self.principal.as_ref().ok_or_else(|| {
+            ApiError::Unauthenticated(
+                "authentication required: send `Authorization: Bearer <token>`".into(),
+            )
+        })?;
+        principal.require(needed)?;
+        Ok(principal)
+    }
+
     pub fn anonymous(client: IpAddr) -> Self {
         Self {
             principal: None,
@@ -76,11 +87,5 @@ pub fn request<'a>(ctx: &Context<'a>) -> &'a RequestContext {
 /// The caller, refused unless its credential holds `needed`. Every resolver
 /// that reads or writes data starts here.
 pub fn principal<'a>(ctx: &Context<'a>, needed: Permission) -> ApiResult<&'a Principal> {
-    let principal = request(ctx).principal.as_ref().ok_or_else(|| {
-        ApiError::Unauthenticated(
-            "authentication required: send `Authorization: Bearer <token>`".into(),
-        )
-    })?;
-    principal.require(needed)?;
-    Ok(principal)
+    request(ctx).caller(needed)
 }

@@ -141,7 +141,7 @@ pub struct EventInput {
 }
 
 impl EventInput {
-    fn into_store(self, limits: &Limits) -> ApiResult<NewEvent> {
+    pub(in crate::graphql) fn into_store(self, limits: &Limits) -> ApiResult<NewEvent> {
         input::text("service", &self.service, SERVICE_MAX)?;
         input::optional_text(
             "idempotencyKey",
@@ -224,7 +224,9 @@ impl EventQuery {
     }
 }
 
-fn stored_or_error(result: Result<Vec<StoredEvent>, IngestError>) -> ApiResult<Vec<StoredEvent>> {
+pub(in crate::graphql) fn stored_or_error(
+    result: Result<Vec<StoredEvent>, IngestError>,
+) -> ApiResult<Vec<StoredEvent>> {
     match result {
         Ok(stored) => Ok(stored),
         Err(IngestError::Store(err)) => Err(err).or_not_found("device"),

@@ -25,7 +25,12 @@ use async_graphql::{Pos, Request, ServerError};
 use hashlink::LruCache;
 use sha2::{Digest, Sha256};
 
-use super::{admission, documents::Documents, error::ApiError};
+use super::{
+    admission,
+    documents::{Documents, Primed},
+    error::ApiError,
+    live::Publish,
+};
 use crate::config::Limits;
 
 /// A query's SHA-256.
@@ -93,17 +98,40 @@ impl PersistedQueries {
     /// `admission`; a text admitted before is not parsed again, but still
     /// scanned and counted), and remembers a query sent with its hash once
     /// it has passed. Any refusal is the request's error.
-    pub fn admit(&self, request: &mut Request, limits: &Limits) -> Result<(), ServerError> {
+    ///
+    /// A trusted publishing mutation (see `documents`) is returned instead
+    /// of parsed: its text was admitted when it was kept, and its cost does
+    /// not depend on the variables. The request is then left unparsed and
+    /// unmarked, so if it still goes to the schema it is admitted there.
+    pub fn admit(
+        &self,
+        request: &mut Request,
+        limits: &Limits,
+    ) -> Result<Option<Arc<Publish>>, ServerError> {
         let registration = self.resolve(request)?;
-        let known = self.documents.prime(request);
-        admission::admit(request, limits)?;
-        if !known {
-            self.documents.keep(request);
-        }
+        let primed = self.documents.prime(request);
+        let publish = match primed {
+            Primed::Publish(publish) => Some(publish),
+            Primed::Parsed => {
+                admission::admit(request, limits)?;
+                None
+            }
+            Primed::Unknown => {
+                admission::admit(request, limits)?;
+                self.documents.keep(request);
+                None
+            }
+        };
         if let Some(registration) = registration {
             self.remember(registration, &request.query);
         }
-        Ok(())
+        Ok(publish)
+    }
+
+    /// Trusts a publishing mutation async-graphql has run without a
+    /// request error (see `live::publish`).
+    pub fn trust(&self, text: &str, publish: Arc<Publish>) {
+        self.documents.trust(text, publish);
     }
 
     /// Remembers an admitted query under its hash, making room by

@@ -11,7 +11,7 @@
 //! `application/graphql-response+json`, in which case a request that does
 //! not parse or validate is answered with 400.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use axum::{
@@ -29,7 +29,7 @@ use crate::{
     AppState,
     auth::AuthError,
     config::Limits,
-    graphql::{RequestContext, admission, error::ApiError},
+    graphql::{RequestContext, admission, error::ApiError, live},
 };
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -191,15 +191,27 @@ pub(super) fn is_request_error(response: &async_graphql::Response) -> bool {
 /// Runs a request and encodes the response.
 async fn execute(
     state: &HttpState,
-    request: async_graphql::Request,
+    mut request: async_graphql::Request,
     context: RequestContext,
     format: Format,
 ) -> Response {
+    // A publish the compiled path could run once trusted (see
+    // `graphql::live::publish`): trusted if it parses and validates.
+    let candidate = live::Publish::compile_request(&mut request)
+        .map(|publish| (request.query.clone(), Arc::new(publish)));
     let response = state.schema.execute(request.data(context)).await;
     if is_request_error(&response) {
         return request_error_response(format, &response.errors);
     }
-    let body = match to_json_within(&response, state.app.config.limits.response_bytes) {
+    if let Some((text, publish)) = candidate {
+        state.persisted.trust(&text, publish);
+    }
+    encode(state, &response, format)
+}
+
+/// A response async-graphql executed, as JSON within the response limit.
+fn encode(state: &HttpState, response: &async_graphql::Response, format: Format) -> Response {
+    let body = match to_json_within(response, state.app.config.limits.response_bytes) {
         Ok(body) => body,
         Err(Rendered::TooLarge(limit)) => {
             return error_response(
@@ -217,7 +229,10 @@ async fn execute(
             );
         }
     };
-    let mut http = body.into_response();
+    with_content_type(body.into_response(), format)
+}
+
+fn with_content_type(mut http: Response, format: Format) -> Response {
     http.headers_mut()
         .insert(header::CONTENT_TYPE, format.content_type());
     http
@@ -290,30 +305,48 @@ pub(super) async fn graphql_post(
             );
         }
     };
-    if let Some(refused) = refusal(&state, &mut request, format) {
-        return refused;
-    }
+    // A persisted query's hash is resolved, and the document's size,
+    // nesting and cost checked, before anything else looks into it (see
+    // `graphql::persisted`). A publish async-graphql has run before comes
+    // back compiled.
+    let trusted = match state
+        .persisted
+        .admit(&mut request, &state.app.config.limits)
+    {
+        Ok(trusted) => trusted,
+        Err(refused) => return request_error_response(format, &[refused]),
+    };
     let context = match request_context(&state.app, &headers, client, format).await {
         Ok(context) => context,
         Err(response) => return response,
     };
+    if let Some(publish) = trusted {
+        let limits = &state.app.config.limits;
+        if let Some(prepared) = publish.prepare(&request.variables, &context, limits) {
+            return publish_compiled(&state, &publish, prepared, format).await;
+        }
+    }
     execute(&state, request, context, format).await
 }
 
-/// Fills in a persisted query from its hash (see `graphql::persisted`),
-/// then checks the document's size, nesting and cost before anything else
-/// looks into it (see `graphql::admission`), and remembers a query sent
-/// with its hash once it passed. A refusal is answered as a request error.
-fn refusal(
+/// Runs a trusted publish on the compiled path (`graphql::live::publish`),
+/// answered as [`execute`] answers it.
+async fn publish_compiled(
     state: &HttpState,
-    request: &mut async_graphql::Request,
+    publish: &live::Publish,
+    prepared: live::Prepared,
     format: Format,
-) -> Option<Response> {
-    let error = state
-        .persisted
-        .admit(request, &state.app.config.limits)
-        .err()?;
-    Some(request_error_response(format, &[error]))
+) -> Response {
+    let limit = state.app.config.limits.response_bytes;
+    match publish.run(prepared, &state.app).await {
+        Ok(body) if body.len() <= limit => with_content_type(body.into_response(), format),
+        Ok(_) => error_response(
+            format,
+            StatusCode::OK,
+            ApiError::bad_input(too_large_message(limit)),
+        ),
+        Err(response) => encode(state, &response, format),
+    }
 }
 
 /// A request that did not parse, validate or pass admission: its errors,
@@ -464,8 +497,13 @@ pub(super) async fn graphql_get(
             );
         }
     };
-    if let Some(refused) = refusal(&state, &mut request, format) {
-        return refused;
+    // A persisted query's hash is resolved, and the document's size,
+    // nesting and cost checked, before anything else looks into it.
+    if let Err(refused) = state
+        .persisted
+        .admit(&mut request, &state.app.config.limits)
+    {
+        return request_error_response(format, &[refused]);
     }
     if is_mutation(&mut request) {
         let mut response = error_response(

@@ -5,6 +5,7 @@
 mod auth;
 mod cluster;
 mod commands;
+mod compiled_publishing;
 mod connector;
 mod connector_faults;
 mod devices;

@@ -27,12 +27,19 @@
 //! output is byte-for-byte what async-graphql would send (the end-to-end
 //! tests compare the two).
 //!
+//! The publishing mutations, `publishEvent` and `publishEvents`, are
+//! compiled the same way and run without async-graphql's execution once
+//! async-graphql has run their document once (`publish`).
+//!
 //! # Layout
 //! - this module: the handoff, and the stream the transport sends;
-//! - `plan`: what a selection compiles to, and how it renders.
+//! - `plan`: what a selection compiles to, and how it renders;
+//! - `publish`: the compiled publishing mutations.
 
 /// Selections compiled to plans, and their rendering.
 mod plan;
+/// `publishEvent(s)` without async-graphql's execution.
+mod publish;
 
 use std::{
     pin::Pin,
@@ -47,6 +54,7 @@ use async_graphql::{
 
 pub use self::plan::Plans;
 use self::plan::{Item, ObjectType, Plan};
+pub use self::publish::{Prepared, Publish};
 use super::error::ApiError;
 use crate::bus::{BusCommand, DeviceChange, EventStream, LiveEvent};
 

@@ -26,8 +26,8 @@ use std::{
 use async_graphql::{
     InputType, Name, Pos, Positioned, Value as ConstValue, Variables,
     parser::types::{
-        Directive, DocumentOperations, ExecutableDocument, FragmentDefinition, OperationType,
-        Selection, SelectionSet,
+        Directive, DocumentOperations, ExecutableDocument, FragmentDefinition, OperationDefinition,
+        OperationType, Selection, SelectionSet,
     },
 };
 use chrono::{DateTime, Utc};
@@ -391,15 +391,7 @@ pub fn compile_document(
     operation_name: Option<&str>,
     variables: &Variables,
 ) -> Option<(Shape, Pos)> {
-    // The operation async-graphql would run.
-    let operation = match (&document.operations, operation_name) {
-        (DocumentOperations::Single(operation), None) => operation,
-        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name)?,
-        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
-            operations.values().next()?
-        }
-        _ => return None,
-    };
+    let operation = operation(document, operation_name)?;
     if operation.node.ty != OperationType::Subscription {
         return None;
     }
@@ -424,6 +416,123 @@ pub fn compile_document(
         fields,
     };
     Some((shape, root.pos))
+}
+
+/// The operation async-graphql would run.
+fn operation<'a>(
+    document: &'a ExecutableDocument,
+    operation_name: Option<&str>,
+) -> Option<&'a Positioned<OperationDefinition>> {
+    match (&document.operations, operation_name) {
+        (DocumentOperations::Single(operation), None) => Some(operation),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            operations.values().next()
+        }
+        _ => None,
+    }
+}
+
+/// A publishing mutation compiled: `publishEvent(input: $v)` or
+/// `publishEvents(inputs: $v)`, the operation's only variable, with a
+/// selection of `Event` a plan renders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishShape {
+    /// The root field's response key.
+    pub root: String,
+    /// `publishEvents`: a list in, a list out.
+    pub list: bool,
+    /// The variable holding the input.
+    pub variable: Name,
+    pub fields: Fields,
+    /// Where the root field is in the document, for error locations.
+    pub pos: Pos,
+}
+
+/// The shape of `document`'s operation when it is a publishing mutation
+/// the compiled path can run, or `None`.
+///
+/// It does not validate the document against the schema: the caller runs
+/// a document through async-graphql once before trusting its shape (see
+/// `live::publish`). What it checks is what makes a validated document's
+/// meaning independent of the variables' values: a mutation with one
+/// variable (so `@skip`/`@include` can only take literals), declared as
+/// the argument's non-null type without a default, passed whole as the
+/// root field's only argument.
+pub fn compile_publish(
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+) -> Option<PublishShape> {
+    let operation = &operation(document, operation_name)?.node;
+    if operation.ty != OperationType::Mutation || !operation.directives.is_empty() {
+        return None;
+    }
+    let [declared] = operation.variable_definitions.as_slice() else {
+        return None;
+    };
+    let [root] = operation.selection_set.node.items.as_slice() else {
+        return None;
+    };
+    let Selection::Field(root) = &root.node else {
+        return None;
+    };
+    let field = &root.node;
+    let (argument, list, ty) = match field.name.node.as_str() {
+        "publishEvent" => ("input", false, "EventInput!"),
+        "publishEvents" => ("inputs", true, "[EventInput!]!"),
+        _ => return None,
+    };
+    let [(name, value)] = field.arguments.as_slice() else {
+        return None;
+    };
+    let declared = &declared.node;
+    let passed_whole =
+        matches!(&value.node, async_graphql_value::Value::Variable(v) if *v == declared.name.node);
+    if name.node != argument
+        || !passed_whole
+        || declared.var_type.node.to_string() != ty
+        || declared.default_value.is_some()
+        || !declared.directives.is_empty()
+        || !field.directives.is_empty()
+    {
+        return None;
+    }
+    let fields = Collector {
+        fragments: &document.fragments,
+        variables: &Variables::default(),
+    }
+    .object(ObjectType::Event, &field.selection_set.node)?;
+    Some(PublishShape {
+        root: field.response_key().node.to_string(),
+        list,
+        variable: declared.name.node.clone(),
+        fields,
+        pos: root.pos,
+    })
+}
+
+impl PublishShape {
+    /// The response to a publish that stored `events`, as async-graphql
+    /// would serialise it: `{"data":{"<root>":{…}}}`, or a list of them.
+    pub fn render(&self, events: &[event::Model]) -> String {
+        let mut out = Vec::with_capacity(64 + 128 * events.len());
+        out.extend_from_slice(b"{\"data\":{");
+        push_key(&mut out, &self.root);
+        if self.list {
+            out.push(b'[');
+        }
+        for (at, event) in events.iter().enumerate() {
+            if at > 0 {
+                out.push(b',');
+            }
+            write_object(&mut out, &self.fields, Item::Event(event));
+        }
+        if self.list {
+            out.push(b']');
+        }
+        out.extend_from_slice(b"}}");
+        String::from_utf8(out).expect("BUG: serde_json writes UTF-8")
+    }
 }
 
 /// Walks selection sets the way async-graphql executes them.

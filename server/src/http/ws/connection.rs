@@ -3,7 +3,7 @@
 //! connection alive, and closes it when the credential ends. The messages
 //! and codes themselves are in `protocol`.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{any::TypeId, net::SocketAddr, sync::Arc, time::Duration};
 
 use async_graphql::{
     Data, Response,
@@ -414,20 +414,51 @@ impl Connection {
         // Before `live::compile` parses the document: a refusal is a request
         // error, sent as any other (an `error` message, no `complete`). A
         // persisted query's hash is resolved first, as over HTTP.
-        let admitted = self
-            .state
-            .persisted
-            .admit(&mut request, &self.state.app.config.limits);
-        if let Err(refused) = admitted {
-            return failed(refused);
-        }
+        let limits = &self.state.app.config.limits;
+        let trusted = match self.state.persisted.admit(&mut request, limits) {
+            Ok(trusted) => trusted,
+            Err(refused) => return failed(refused),
+        };
         let schema = &self.state.schema;
-        let Some(compiled) = live::compile(&mut request, &self.state.plans) else {
-            return schema
+        let general = |request, session| {
+            schema
                 .execute_stream_with_session_data(request, session)
                 .map(|response| Output::Response(Box::new(response)))
                 .chain(end())
+                .boxed()
+        };
+        if let Some(publish) = trusted {
+            let context = session
+                .get(&TypeId::of::<RequestContext>())
+                .and_then(|context| context.downcast_ref::<RequestContext>());
+            let prepared =
+                context.and_then(|context| publish.prepare(&request.variables, context, limits));
+            return match prepared {
+                Some(prepared) => self.publish(id, publish, prepared),
+                // Anything the compiled path does not take as it is: the
+                // schema answers, exactly as before.
+                None => general(request, session),
+            };
+        }
+        if let Some(publish) = live::Publish::compile_request(&mut request) {
+            // Run by async-graphql this once; trusted if it parses and
+            // validates (see `graphql::live::publish`).
+            let state = self.state.clone();
+            let text = request.query.clone();
+            let mut publish = Some(Arc::new(publish));
+            return general(request, session)
+                .inspect(move |output| {
+                    if let Output::Response(response) = output
+                        && !is_request_error(response)
+                        && let Some(publish) = publish.take()
+                    {
+                        state.persisted.trust(&text, publish);
+                    }
+                })
                 .boxed();
+        }
+        let Some(compiled) = live::compile(&mut request, &self.state.plans) else {
+            return general(request, session);
         };
         // async-graphql parses, validates and runs the resolver, which hands
         // its feed over instead of returning a stream: the run ends at once,
@@ -453,24 +484,39 @@ impl Connection {
                     .into_server_error(async_graphql::Pos::default()),
             );
         };
-        // What goes before the payload, the same for every message of this
-        // operation: `{"type":"next","id":"…","payload":`.
-        let head = format!(
-            r#"{{"type":"{}","id":{},"payload":"#,
-            self.protocol.next_kind(),
-            serde_json::Value::from(id)
-        );
+        // The same for every message of this operation.
+        let head = next_head(self.protocol.next_kind(), id);
         live.map(move |next| match next {
-            live::Next::Payload(payload) => {
-                let mut text = String::with_capacity(head.len() + payload.len() + 1);
-                text.push_str(&head);
-                text.push_str(&payload);
-                text.push('}');
-                Output::Message(text)
-            }
+            live::Next::Payload(payload) => Output::Message(next_message(&head, &payload)),
             live::Next::Error(response) => Output::Response(response),
         })
         .chain(end())
+        .boxed()
+    }
+
+    /// Runs a trusted publish on the compiled path (`graphql::live::publish`):
+    /// its answer is sent as async-graphql would send it, within the same
+    /// response limit.
+    fn publish(&self, id: &str, publish: Arc<live::Publish>, prepared: live::Prepared) -> Results {
+        let app = self.state.app.clone();
+        let (kind, id) = (self.protocol.next_kind(), id.to_owned());
+        let limit = app.config.limits.response_bytes;
+        stream::once(async move {
+            match publish.run(prepared, &app).await {
+                Ok(payload) => {
+                    let head = next_head(kind, &id);
+                    // Within the limit as `to_json_within` counts it: the
+                    // whole message.
+                    if head.len() + payload.len() < limit {
+                        Output::Message(next_message(&head, &payload))
+                    } else {
+                        Output::Message(too_large_next(kind, &id, limit))
+                    }
+                }
+                Err(response) => Output::Response(response),
+            }
+        })
+        .chain(stream::once(async { Output::End }))
         .boxed()
     }
 
@@ -510,12 +556,9 @@ impl Connection {
                 let text =
                     match to_json_within(&outgoing, self.state.app.config.limits.response_bytes) {
                         Ok(text) => text,
-                        Err(Rendered::TooLarge(limit)) => serde_json::to_string(&Outgoing {
-                            kind: self.protocol.next_kind(),
-                            id,
-                            payload: &Response::from_errors(vec![too_large_error(limit)]),
-                        })
-                        .expect("BUG: an error response serialises"),
+                        Err(Rendered::TooLarge(limit)) => {
+                            too_large_next(self.protocol.next_kind(), id, limit)
+                        }
                         Err(Rendered::Failed(err)) => {
                             panic!("BUG: a GraphQL response serialises: {err}")
                         }
@@ -541,6 +584,34 @@ fn failed(error: async_graphql::ServerError) -> Results {
         Output::End,
     ])
     .boxed()
+}
+
+/// What goes before the payload of a `next` message of operation `id`:
+/// `{"type":"next","id":"…","payload":`.
+fn next_head(kind: &str, id: &str) -> String {
+    format!(
+        r#"{{"type":"{kind}","id":{},"payload":"#,
+        serde_json::Value::from(id)
+    )
+}
+
+/// The `next` message sent instead of a result over the response limit.
+fn too_large_next(kind: &str, id: &str, limit: usize) -> String {
+    serde_json::to_string(&Outgoing {
+        kind,
+        id,
+        payload: &Response::from_errors(vec![too_large_error(limit)]),
+    })
+    .expect("BUG: an error response serialises")
+}
+
+/// A `next` message: its head, then the payload.
+fn next_message(head: &str, payload: &str) -> String {
+    let mut text = String::with_capacity(head.len() + payload.len() + 1);
+    text.push_str(head);
+    text.push_str(payload);
+    text.push('}');
+    text
 }
 
 /// Whether a read failed because the client sent more than the limit.
