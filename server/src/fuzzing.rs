@@ -25,11 +25,45 @@ pub fn http_query_string(text: &str) {
 /// What both transports do with a request before running it, with one
 /// persisted-query cache for the whole fuzzing run (so hashes registered by
 /// one input are found by later ones), as small as a real one is large.
+/// A publishing mutation is compiled, trusted (as if async-graphql had run
+/// it) and its variables read as the compiled path reads them.
 fn admit(mut request: async_graphql::Request, limits: &Limits) {
-    use crate::graphql::persisted::PersistedQueries;
+    use crate::graphql::{live::Publish, persisted::PersistedQueries};
     static CACHE: std::sync::OnceLock<PersistedQueries> = std::sync::OnceLock::new();
     let cache = CACHE.get_or_init(|| PersistedQueries::new(64 * 1024));
-    let _ = cache.admit(&mut request, limits);
+    let publish = match cache.admit(&mut request, limits) {
+        Ok(Some(trusted)) => trusted,
+        Ok(None) => match Publish::compile_request(&mut request) {
+            Some(publish) => {
+                let publish = std::sync::Arc::new(publish);
+                cache.trust(&request.query, publish.clone());
+                publish
+            }
+            None => return,
+        },
+        Err(_) => return,
+    };
+    let _ = publish.prepare(&request.variables, &administrator(), limits);
+}
+
+/// A caller who may publish anything.
+fn administrator() -> crate::graphql::RequestContext {
+    use crate::{
+        auth::{Credential, Principal},
+        store::entity::{Permission, Role},
+    };
+    let mut context =
+        crate::graphql::RequestContext::anonymous(std::net::Ipv4Addr::LOCALHOST.into());
+    context.principal = Some(Principal {
+        user_id: uuid::Uuid::nil(),
+        username: "fuzz".into(),
+        role: Role::Admin,
+        permission: Permission::Admin,
+        credential: Credential::Session,
+        expires_at: None,
+        epoch: 0,
+    });
+    context
 }
 
 /// A GraphQL document and variables, through admission.
@@ -41,9 +75,13 @@ pub fn document(query: &str, variables: &str) {
     let _ = crate::graphql::admission::admit(&mut request, &Limits::default());
 }
 
-/// A WebSocket text message, as the socket decodes it.
+/// A WebSocket text message, as the socket decodes it; an operation then
+/// goes through admission and, a publish, the compiled path's reading.
 pub fn websocket_message(text: &str) {
-    crate::http::decode_ws_message(text, &Limits::default());
+    let limits = Limits::default();
+    if let Some(request) = crate::http::decode_ws_message(text, &limits) {
+        admit(request, &limits);
+    }
 }
 
 /// A JSON payload, as `publishEvent` checks it.

@@ -448,8 +448,8 @@ pub fn request_from_query_string(
 
 /// Decodes a WebSocket text message as a socket does (for the fuzzer).
 #[doc(hidden)]
-pub fn decode_ws_message(text: &str, limits: &Limits) {
-    ws::decode(text, limits);
+pub fn decode_ws_message(text: &str, limits: &Limits) -> Option<async_graphql::Request> {
+    ws::decode(text, limits)
 }
 
 fn missing_query(format: Format) -> Response {

@@ -78,6 +78,10 @@ pub(super) fn upgrade(
 }
 
 /// Decodes a client's text message as a socket does (for the fuzzer).
-pub(super) fn decode(text: &str, limits: &Limits) {
-    let _ = protocol::decode(text, limits);
+pub(super) fn decode(text: &str, limits: &Limits) -> Option<async_graphql::Request> {
+    match protocol::decode(text, limits).ok()? {
+        protocol::ClientMessage::Subscribe { payload, .. }
+        | protocol::ClientMessage::Start { payload, .. } => Some(payload),
+        _ => None,
+    }
 }
