@@ -196,7 +196,9 @@ pub struct WebSocketConfig {
     pub max_subscriptions: usize,
     /// Largest frame or message a client may send.
     pub max_message_bytes: usize,
-    /// Per-socket read buffer; small so idle sockets cost little memory.
+    /// Per-socket read buffer, allocated when the socket opens; small so
+    /// idle sockets cost little memory (a larger message is read in
+    /// several reads, and the buffer grows to hold it).
     pub read_buffer_bytes: usize,
     /// Per-socket write buffer.
     pub write_buffer_bytes: usize,
@@ -210,7 +212,7 @@ impl Default for WebSocketConfig {
             init_timeout_seconds: 10,
             max_subscriptions: 100,
             max_message_bytes: 1024 * 1024,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 1024,
             write_buffer_bytes: 4096,
         }
     }

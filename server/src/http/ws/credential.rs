@@ -70,7 +70,10 @@ pub(super) async fn revoked(
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
             Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
         }
-        match auth.standing(principal).await {
+        // Boxed: a store query's future is large and this is rare; inline,
+        // it would sit in every idle socket's task (it is polled in the
+        // socket's `select!`).
+        match Box::pin(auth.standing(principal)).await {
             Ok(Standing::Valid) => {}
             Ok(Standing::RoleChanged) => {
                 return Close::new(

@@ -34,12 +34,12 @@ use crate::workload::{Plan, Socket, Stamp, Tally, listening_addr, tally_frames};
 /// Frames queued per subscriber before publishers wait.
 const QUEUE: usize = 1024;
 
-/// The buffers Ferrite's sockets have by default (4 KiB each way), rather
-/// than tungstenite's 128 KiB read buffer: the relay is to show the floor
-/// of what a socket costs, like for like.
+/// The buffers Ferrite's sockets have by default (1 KiB to read, 4 KiB to
+/// write), rather than tungstenite's 128 KiB read buffer: the relay is to
+/// show the floor of what a socket costs, like for like.
 fn config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(4 * 1024)
 }
 
