@@ -188,6 +188,23 @@ impl StoppedApp {
     }
 }
 
+/// Event payloads that are hard to render the same twice: escapes,
+/// astral characters, negative zero, the largest integers, huge and tiny
+/// doubles, nesting and empty containers; a string, a number, a list.
+pub fn odd_payloads() -> Vec<Value> {
+    vec![
+        json!({
+            "text": "quote \" backslash \\ newline \n tab \t crab \u{1F980} bell \u{7} <script>",
+            "negative zero": -0.0, "big": u64::MAX, "huge": 1.5e300, "tiny": 1e-7, "neg": -42,
+            "list": [1, "x", null, true, {"k": []}],
+            "nested": {"z": 1, "a": {"b": {}}},
+        }),
+        json!("just a string"),
+        json!(42.25),
+        json!([null, false]),
+    ]
+}
+
 /// The value of the metric sample named exactly `sample` (labels
 /// included, e.g. `ferrite_devices{status="ONLINE"}`) in `/metrics` text.
 pub fn metric_sample(text: &str, sample: &str) -> Option<f64> {

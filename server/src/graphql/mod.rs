@@ -17,7 +17,8 @@
 //! - `error`: `extensions.code` for every error.
 //! - `input`: checks on input, cursors and pages.
 //! - `introspection`: the schema's own description, as the SDL has it.
-//! - `live`: compiled subscriptions for the WebSocket transport.
+//! - `live`: compiled subscriptions for the WebSocket transport, and the
+//!   compiled `publishEvent(s)` both transports run.
 //! - `persisted`: Apollo's automatic persisted queries, bounded in bytes.
 //! - `scalars`: `DateTime`.
 //! - `totals`: `totalCount`, computed when asked for.

@@ -12,7 +12,7 @@
 //! the schema.
 
 use ferrite_e2e::{
-    Backend, TestApp, metric_sample, on_both_backends,
+    Backend, TestApp, metric_sample, odd_payloads, on_both_backends,
     ws::{RawSocket, next_text, payload_text, send_json},
 };
 use serde_json::{Value, json};
@@ -123,21 +123,6 @@ impl Document {
             inputs
         }
     }
-}
-
-/// Payloads that are hard to render the same twice.
-fn odd_payloads() -> Vec<Value> {
-    vec![
-        json!({
-            "text": "quote \" backslash \\ newline \n tab \t crab \u{1F980} bell \u{7} <script>",
-            "negative zero": -0.0, "big": u64::MAX, "huge": 1.5e300, "tiny": 1e-7, "neg": -42,
-            "list": [1, "x", null, true, {"k": []}],
-            "nested": {"z": 1, "a": {"b": {}}},
-        }),
-        json!("just a string"),
-        json!(42.25),
-        json!([null, false]),
-    ]
 }
 
 fn plain(device: &str) -> Value {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use ferrite_e2e::{
-    Backend, TestApp, on_both_backends,
+    Backend, TestApp, odd_payloads, on_both_backends,
     ws::{Inbox, RawSocket, next_json, next_text, send_json},
 };
 use serde_json::{Value, json};
@@ -63,17 +63,7 @@ async fn subscriptions_send_events_exactly_as_queries_render_them(backend: Backe
     let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
     let device = app.register_device(&admin, "odd-payloads").await;
-    let payloads = [
-        json!({
-            "text": "quote \" backslash \\ newline \n tab \t crab \u{1F980} bell \u{7} <script>",
-            "negative zero": -0.0, "big": u64::MAX, "huge": 1.5e300, "tiny": 1e-7, "neg": -42,
-            "list": [1, "x", null, true, {"k": []}],
-            "nested": {"z": 1, "a": {"b": {}}},
-        }),
-        json!("just a string"),
-        json!(42.25),
-        json!([null, false]),
-    ];
+    let payloads = odd_payloads();
     let publish_all = |round: &'static str| {
         let (app, admin, device, payloads) = (&app, &admin, &device, payloads.clone());
         async move {
