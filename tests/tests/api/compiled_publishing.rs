@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 on_both_backends!(
     compiled_publishes_answer_exactly_what_async_graphql_answers,
     compiled_publishes_over_http_answer_exactly_what_async_graphql_answers,
+    an_answer_over_the_response_limit_is_refused_as_async_graphql_refuses_it,
 );
 
 /// A publishing document the compiled path runs.
@@ -181,6 +182,11 @@ fn bad_inputs(device: &str) -> Vec<(&'static str, Value, bool)> {
             false,
         ),
         ("a payload nested too deep", with("payload", deep), false),
+        (
+            "a payload over the 64 KiB limit",
+            with("payload", json!("p".repeat(200 * 1024))),
+            false,
+        ),
         ("a string", json!("event"), false),
     ]
 }
@@ -388,4 +394,38 @@ async fn compiled_publishes_over_http_answer_exactly_what_async_graphql_answers(
         expected += document.batches(&device, "http").len() as f64 + 1.0;
     }
     assert_eq!(compiled_count(&app, &admin).await - start, expected);
+}
+
+/// A publish stored, whose answer (the payload selected back) is larger
+/// than `limits.response_bytes`: the same refusal from both paths, on the
+/// socket and over HTTP.
+async fn an_answer_over_the_response_limit_is_refused_as_async_graphql_refuses_it(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_with(backend, |config| config.limits.response_bytes = 4096).await;
+    let admin = app.admin_token().await;
+    let device = app.register_device(&admin, "compiled").await;
+    let document = &DOCUMENTS[0];
+    let mut input = plain(&device);
+    input["payload"] = json!("p".repeat(8 * 1024));
+    input["idempotencyKey"] = json!("large");
+    let mut socket = app.raw_session(&admin, None).await;
+    let start = compiled_count(&app, &admin).await;
+
+    // Stored (and the text trusted) by the first run; then a retry each way.
+    let first = ws_run(&mut socket, document.request(input.clone(), 0)).await;
+    assert!(first.contains("limits.response_bytes"), "{first}");
+    let by_schema = ws_run(&mut socket, document.request(input.clone(), 1)).await;
+    let compiled = ws_run(&mut socket, document.request(input.clone(), 0)).await;
+    assert_eq!(compiled, by_schema);
+
+    let by_schema = app
+        .post_request_text(&admin, &document.request(input.clone(), 2))
+        .await;
+    let compiled = app
+        .post_request_text(&admin, &document.request(input, 0))
+        .await;
+    assert_eq!(compiled, by_schema);
+    assert!(compiled.contains("limits.response_bytes"), "{compiled}");
+    assert_eq!(compiled_count(&app, &admin).await - start, 2.0);
 }

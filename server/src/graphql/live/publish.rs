@@ -121,12 +121,12 @@ impl Publish {
     /// error response the resolver's error makes.
     pub async fn run(&self, prepared: Prepared, app: &AppState) -> Result<String, Box<Response>> {
         app.metrics.compiled_publishes.inc();
-        let count = prepared.events.len();
         let stored = app.ingest.publish(prepared.scope, prepared.events).await;
+        // As the resolvers answer: `publishEvents` every stored event,
+        // `publishEvent` the first (INTERNAL if there is none).
         let error = match stored_or_error(stored) {
-            // `publishEvent` answers the one event it stored; anything else
-            // is the resolver's INTERNAL.
-            Ok(stored) if stored.len() == count && (self.shape.list || count == 1) => {
+            Ok(mut stored) if self.shape.list || !stored.is_empty() => {
+                stored.truncate(if self.shape.list { stored.len() } else { 1 });
                 let events: Vec<_> = stored.into_iter().map(|s| s.event).collect();
                 return Ok(self.shape.render(&events));
             }
