@@ -87,9 +87,9 @@ pub struct BusEvent {
 }
 
 impl BusEvent {
-    pub fn new(event: event::Model, location: Option<String>) -> Self {
+    pub fn new(event: Arc<event::Model>, location: Option<String>) -> Self {
         BusEvent {
-            event: Arc::new(event),
+            event,
             location,
             renderings: Renderings::default(),
         }

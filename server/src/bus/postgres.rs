@@ -213,7 +213,7 @@ async fn pump_events(store: &Store, bus: &Bus, mut head: i64) -> Result<i64, Sto
         }
         bus.publish_events(
             page.into_iter()
-                .map(|(event, location)| BusEvent::new(event, location)),
+                .map(|(event, location)| BusEvent::new(Arc::new(event), location)),
         );
         if !full {
             return Ok(head);

@@ -253,7 +253,7 @@ impl EventMutation {
         stored
             .into_iter()
             .next()
-            .map(|s| Event::new(s.event))
+            .map(|s| Event(s.event))
             .ok_or(ApiError::Internal)
     }
 
@@ -285,7 +285,7 @@ impl EventMutation {
             })
             .collect::<ApiResult<Vec<_>>>()?;
         let stored = stored_or_error(app.ingest.publish(caller.scope(), events).await)?;
-        Ok(stored.into_iter().map(|s| Event::new(s.event)).collect())
+        Ok(stored.into_iter().map(|s| Event(s.event)).collect())
     }
 }
 

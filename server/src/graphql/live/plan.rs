@@ -514,7 +514,7 @@ pub fn compile_publish(
 impl PublishShape {
     /// The response to a publish that stored `events`, as async-graphql
     /// would serialise it: `{"data":{"<root>":{…}}}`, or a list of them.
-    pub fn render(&self, events: &[event::Model]) -> String {
+    pub fn render(&self, events: &[&event::Model]) -> String {
         let mut out = Vec::with_capacity(64 + 128 * events.len());
         out.extend_from_slice(b"{\"data\":{");
         push_key(&mut out, &self.root);

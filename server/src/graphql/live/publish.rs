@@ -127,7 +127,7 @@ impl Publish {
         let error = match stored_or_error(stored) {
             Ok(mut stored) if self.shape.list || !stored.is_empty() => {
                 stored.truncate(if self.shape.list { stored.len() } else { 1 });
-                let events: Vec<_> = stored.into_iter().map(|s| s.event).collect();
+                let events: Vec<_> = stored.iter().map(|s| &*s.event).collect();
                 return Ok(self.shape.render(&events));
             }
             Ok(_) => crate::graphql::error::ApiError::Internal,
