@@ -25,7 +25,7 @@ mod throttle;
 /// JWT access tokens, opaque refresh tokens and API key secrets.
 pub mod token;
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -191,7 +191,10 @@ pub struct AuthSettings {
 #[derive(Clone, Debug)]
 pub struct Auth {
     store: Store,
-    jwt: JwtKeys,
+    /// Shared, not copied: every socket and request clones the app state,
+    /// and the keys hold the secret and the validation's claim sets (a
+    /// clone was two hash sets and two secrets allocated per publish).
+    jwt: Arc<JwtKeys>,
     hasher: PasswordHasher,
     throttle: LoginThrottle,
     refresh_token_ttl: Duration,
@@ -261,7 +264,7 @@ impl Auth {
     ) -> Self {
         Self {
             store,
-            jwt: JwtKeys::new(jwt_secret, settings.access_token_ttl),
+            jwt: Arc::new(JwtKeys::new(jwt_secret, settings.access_token_ttl)),
             hasher: PasswordHasher::new(settings.parallel_hashes),
             throttle: LoginThrottle::new(
                 settings.login_attempts,

@@ -498,11 +498,12 @@ impl Connection {
     /// its answer is sent as async-graphql would send it, within the same
     /// response limit.
     fn publish(&self, id: &str, publish: Arc<live::Publish>, prepared: live::Prepared) -> Results {
-        let app = self.state.app.clone();
+        // The shared state's pointer, not a copy of the app's handles.
+        let state = self.state.clone();
         let (kind, id) = (self.protocol.next_kind(), id.to_owned());
-        let limit = app.config.limits.response_bytes;
+        let limit = state.app.config.limits.response_bytes;
         stream::once(async move {
-            match publish.run(prepared, &app).await {
+            match publish.run(prepared, &state.app).await {
                 Ok(payload) => {
                     let head = next_head(kind, &id);
                     // Within the limit as `to_json_within` counts it: the
