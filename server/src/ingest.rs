@@ -287,7 +287,6 @@ mod tests {
     };
 
     use super::*;
-    use crate::store::{DeviceRegistration, entity::Role};
 
     /// Under steady writing, a checkpoint round makes SQLite's log start
     /// over (real SQLite). Before the writer finished checkpoints, the log
@@ -295,18 +294,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn checkpoints_let_the_log_start_over_under_steady_writing() {
         let (_dir, store) = Store::temporary().await;
-        let owner = store
-            .create_user("owner", "x".into(), Role::Member)
-            .await
-            .unwrap()
-            .id;
-        let registration = DeviceRegistration::of("meter");
-        let device = store
-            .register_device(owner, registration)
-            .await
-            .unwrap()
-            .0
-            .id;
+        let (owner, device) = store.member_with_device("owner").await;
         let settings = IngestSettings {
             batch_events: 1000,
             linger: Duration::ZERO,

@@ -478,7 +478,6 @@ pub struct StoredEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{DeviceRegistration, entity::Role};
 
     fn new_event(device_id: Uuid, payload: Json, key: Option<&str>) -> NewEvent {
         NewEvent {
@@ -524,17 +523,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_answers_its_events_as_a_later_read_gives_them() {
         let (_dir, store) = Store::temporary().await;
-        let owner = store
-            .create_user("owner", "x".into(), Role::Member)
-            .await
-            .unwrap()
-            .id;
-        let device = store
-            .register_device(owner, DeviceRegistration::of("meter"))
-            .await
-            .unwrap()
-            .0
-            .id;
+        let (owner, device) = store.member_with_device("owner").await;
         let scope = Scope::Owner(owner);
         let earlier = store
             .insert_event_batch(&[EventJob {
@@ -612,17 +601,7 @@ mod tests {
     #[tokio::test]
     async fn packed_rows_are_stored_as_the_driver_binds_them() {
         let (_dir, store) = Store::temporary().await;
-        let owner = store
-            .create_user("owner", "x".into(), Role::Member)
-            .await
-            .unwrap()
-            .id;
-        let device = store
-            .register_device(owner, DeviceRegistration::of("meter"))
-            .await
-            .unwrap()
-            .0
-            .id;
+        let (owner, device) = store.member_with_device("owner").await;
         let received_at = now();
         let row = |key: Option<&str>, occurred_at, payload| event::Model {
             id: 0,

@@ -231,6 +231,24 @@ impl Store {
         (dir, store)
     }
 
+    /// For unit tests: a new member named `name` and a device of theirs,
+    /// as `(member, device)`.
+    #[cfg(test)]
+    pub(crate) async fn member_with_device(&self, name: &str) -> (Uuid, Uuid) {
+        let member = self
+            .create_user(name, "x".into(), entity::Role::Member)
+            .await
+            .expect("a new member")
+            .id;
+        let device = self
+            .register_device(member, DeviceRegistration::of("meter"))
+            .await
+            .expect("a new device")
+            .0
+            .id;
+        (member, device)
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.db.ping().await?;
