@@ -411,13 +411,17 @@ async fn insert_numbering(
     }
     let done = tx.execute_raw(DbBackend::Sqlite.build(&insert)).await?;
     let count = rows.len() as u64;
-    if done.rows_affected() != count {
-        return Err(StoreError::Database(sea_orm::DbErr::Custom(format!(
-            "{count} events inserted, {} stored",
-            done.rows_affected()
-        ))));
-    }
-    let first = (done.last_insert_id() + 1 - count) as i64;
+    let first = (done.last_insert_id() + 1)
+        .checked_sub(count)
+        .filter(|_| done.rows_affected() == count)
+        .and_then(|first| i64::try_from(first).ok())
+        .ok_or_else(|| {
+            StoreError::Database(sea_orm::DbErr::Custom(format!(
+                "{count} events inserted, {} stored, the last as {}",
+                done.rows_affected(),
+                done.last_insert_id()
+            )))
+        })?;
     Ok(rows
         .into_iter()
         .zip(first..)
