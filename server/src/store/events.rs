@@ -683,4 +683,24 @@ mod tests {
         }
         assert_eq!(packed[1].id + 1, packed[2].id);
     }
+
+    /// Only the writer's own connection keeps temporary data in memory
+    /// (`temp_store=MEMORY`, 2); the pool keeps SQLite's default (0).
+    #[tokio::test]
+    async fn only_the_writer_connection_keeps_its_journal_in_memory() {
+        let (_dir, store) = Store::temporary().await;
+        let temp_store = |db: sea_orm::DatabaseConnection| async move {
+            db.query_one_raw(sea_orm::Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA temp_store",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index::<i64>(0)
+            .unwrap()
+        };
+        assert_eq!(temp_store(store.ingest.clone()).await, 2);
+        assert_eq!(temp_store(store.db.clone()).await, 0);
+    }
 }

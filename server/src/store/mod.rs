@@ -175,7 +175,7 @@ impl Store {
     /// - Its statement journal stays in memory (`temp_store=MEMORY`). A
     ///   multi-row INSERT keeps one, to undo itself alone if a row fails,
     ///   and by default it spills to a temporary file past 64 KiB: a file
-    ///   created, written and deleted by most batches (seen in the profile
+    ///   created, written and deleted by many batches (seen in the profile
     ///   as `unixOpen` and `pwrite` under `subjournalPageIfRequired`). Only
     ///   this connection: on the pool it would also keep every sort in
     ///   memory, such as building an index over all events in a migration.
@@ -191,17 +191,13 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .sqlx_logging(false)
             .map_sqlx_sqlite_opts(move |o| sqlite_options(o, busy_timeout));
-        let db = Database::connect(connect).await?;
+        let db = Database::connect(connect.clone()).await?;
         let ingest = match db.get_database_backend() {
             DbBackend::Sqlite => {
-                let mut connect = ConnectOptions::new(url.to_owned());
+                // The pool's settings, for one connection of its own.
                 connect
                     .max_connections(1)
-                    .min_connections(1)
-                    .connect_timeout(Duration::from_secs(10))
-                    .acquire_timeout(Duration::from_secs(30))
                     .test_before_acquire(false)
-                    .sqlx_logging(false)
                     .map_sqlx_sqlite_opts(move |o| {
                         sqlite_options(o, busy_timeout).pragma("temp_store", "memory")
                     });
